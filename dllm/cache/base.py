@@ -1,0 +1,81 @@
+"""Cache managers own every model forward of one ``generate`` call.
+
+The engine asks for logits over a window of canvas positions; the manager decides what to run through the
+model (the whole canvas, only the active block, only uncached positions ...) and which keys/values to reuse,
+and returns logits aligned to canvas positions (Dream's one-position shift handled here). The engine never
+knows which cache runs, the model never knows there is a cache (it only sees a ``KVHook``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dllm.models.base import DiffusionLM
+
+
+class CacheManager:
+    """Base class. Subclasses implement ``_window_logits``; this class keeps NFE accounting and the canvas
+    facts (key mask of the padded prompts, absolute positions) every manager needs."""
+
+    name = "base"
+
+    def __init__(self, model: DiffusionLM, key_mask: Tensor, positions: Tensor, gen_start: int, gen_end: int) -> None:
+        self.model = model
+        self.key_mask = key_mask  #: [B, L] False on left padding
+        self.positions = positions  #: [B, L] absolute RoPE positions (padding-aware)
+        self.gen_start = gen_start
+        self.gen_end = gen_end
+        self.shift = 1 if model.logit_shift else 0
+        self.nfe = torch.zeros(key_mask.shape[0], dtype=torch.long)  #: forwards each row took part in
+        self.calls = 0  #: batched model calls
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def logits(self, canvas: Tensor, active: Tensor, block_start: Tensor, block_end: Tensor,
+               window: tuple[int, int]) -> Tensor:
+        """[B, W, V] logits predicting canvas positions ``window[0] .. window[1]-1`` for the ``active`` rows
+        (inactive rows: unspecified). ``block_start``/``block_end`` [B] are each row's current block (the end
+        may be a schedule's lookahead)."""
+        return self._window_logits(canvas, active, block_start, block_end, window)
+
+    def _window_logits(self, canvas: Tensor, active: Tensor, block_start: Tensor, block_end: Tensor,
+                       window: tuple[int, int]) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- helpers for subclasses ---------------------------------------------------------------------
+    def _count(self, rows: Tensor) -> None:
+        self.nfe += rows.to(self.nfe.device, torch.long).cpu()
+        self.calls += 1
+
+    def full_forward(self, canvas: Tensor, rows: Tensor, window: tuple[int, int], kv_hook=None) -> Tensor:
+        """Forward the whole canvas of ``rows`` and return the window's logits for those rows [R, W, V]."""
+        ws, we = window
+        idx = rows.nonzero().squeeze(1)
+        all_rows = idx.numel() == canvas.shape[0]
+        x = canvas if all_rows else canvas[idx]
+        pos = self.positions if all_rows else self.positions[idx]
+        km = self.key_mask if all_rows else self.key_mask[idx]
+        self._count(rows)
+        return self.model(x, pos, km, kv_hook, logits_index=slice(ws - self.shift, we - self.shift))
+
+
+def scatter_rows(out: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """Expand [R, ...] results of the active rows back to [B, ...] (zeros elsewhere)."""
+    if out.shape[0] == batch:
+        return out
+    full = out.new_zeros((batch, *out.shape[1:]))
+    full[rows.nonzero().squeeze(1)] = out
+    return full
+
+
+class NoCache(CacheManager):
+    """Every step recomputes the whole canvas (the references' ``generate``)."""
+
+    name = "none"
+
+    def _window_logits(self, canvas, active, block_start, block_end, window):
+        return scatter_rows(self.full_forward(canvas, active, window), active, canvas.shape[0])
