@@ -1,0 +1,125 @@
+"""Synthetic ParallelBench-style suite: determinism, split hygiene and exact scoring."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dllm.errors import DllmError
+from dllm.evals.synthetic import (
+    ANSWER_LENGTH,
+    FAMILIES,
+    MAX_ANSWER_CHARS,
+    TEST_POOL_SIZE,
+    SyntheticExample,
+    generate_examples,
+    load_split,
+    score,
+)
+
+
+def test_families_exact_names() -> None:
+    assert FAMILIES == ("copy", "reverse", "sort", "add", "gsm-mini")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_is_deterministic_by_seed(family: str) -> None:
+    a = generate_examples(family, 50, seed=7)
+    assert a == generate_examples(family, 50, seed=7)
+    assert a != generate_examples(family, 50, seed=8)
+    assert len({ex.prompt for ex in a}) == 50  # distinct prompts
+    assert generate_examples(family, 20, seed=7) == a[:20]  # prefix-stable
+
+
+def test_load_split_deterministic_and_ids() -> None:
+    test = load_split("test", n_per_family=30, seed=3)
+    assert test == load_split("test", n_per_family=30, seed=3)
+    assert test != load_split("test", n_per_family=30, seed=4)
+    assert len(test) == 30 * len(FAMILIES)
+    assert [ex.family for ex in test[::30]] == list(FAMILIES)
+    assert test[17].id == "copy-17"
+    assert {ex.id for ex in test if ex.family == "add"} == {f"add-{i}" for i in range(30)}
+    assert load_split("test", 10, families=["add"], seed=3) == [ex for ex in test if ex.family == "add"][:10]
+    assert load_split("train", 40, seed=3) == load_split("train", 40, seed=3)
+
+
+def test_train_never_contains_test_prompts() -> None:
+    for seed in (0, 1):
+        test_prompts = {ex.prompt for ex in load_split("test", n_per_family=TEST_POOL_SIZE, seed=seed)}
+        train = load_split("train", n_per_family=2000, seed=seed)
+        assert len(train) == 2000 * len(FAMILIES)
+        assert not test_prompts & {ex.prompt for ex in train}
+
+
+def test_test_split_size_limit() -> None:
+    with pytest.raises(DllmError):
+        load_split("test", n_per_family=TEST_POOL_SIZE + 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scorer_accepts_truth_rejects_wrong(family: str) -> None:
+    for ex in generate_examples(family, 20, seed=11):
+        assert score(ex, ex.answer)
+        assert score(ex, f"  {ex.answer}\n")
+        assert score(ex, ex.answer + "<|eos|><|eos|>garbage")
+        assert score(ex, ex.answer + "<|endoftext|>x")
+        assert not score(ex, ex.answer + "x")
+        assert not score(ex, ex.answer[:-1])
+        assert not score(ex, "")
+        wrong = ex.answer[:-1] + ("0" if ex.answer[-1] != "0" else "1")
+        assert not score(ex, wrong)
+
+
+def test_answers_fit_answer_region_with_eos() -> None:
+    for ex in load_split("test", 200, seed=0) + load_split("train", 200, seed=0):
+        assert 1 <= len(ex.answer) <= MAX_ANSWER_CHARS
+        assert len(ex.answer) + 1 <= ANSWER_LENGTH  # char tokenizer: one token per char, >= 1 EOS left
+        assert ex.answer == ex.answer.strip()
+
+
+def test_task_semantics() -> None:
+    for ex in load_split("test", 200, seed=5):
+        if ex.family == "add":
+            m = re.fullmatch(r"add:(\d+)\+(\d+)=", ex.prompt)
+            assert m, ex.prompt
+            assert int(ex.answer) == int(m.group(1)) + int(m.group(2))
+            assert ex.answer == str(int(ex.answer))
+        elif ex.family in ("copy", "reverse", "sort"):
+            m = re.fullmatch(rf"{ex.family}:([a-z0-9]+)=", ex.prompt)
+            assert m, ex.prompt
+            s = m.group(1)
+            expected = {"copy": s, "reverse": s[::-1], "sort": "".join(sorted(s))}[ex.family]
+            assert ex.answer == expected
+        else:
+            assert ex.prompt.startswith("Q: ") and ex.prompt.endswith("? A:")
+            assert ex.answer.isdigit()  # non-negative integer
+
+
+def test_gsm_mini_known_template() -> None:
+    hits = 0
+    for ex in generate_examples("gsm-mini", 300, seed=2):
+        m = re.fullmatch(r"Q: (\w+) has (\d+) (\w+) and buys (\d+) more\. How many \3 does \1 have\? A:", ex.prompt)
+        if m:
+            hits += 1
+            assert int(ex.answer) == int(m.group(2)) + int(m.group(4))
+        m = re.fullmatch(r"Q: A box has (\d+) (\w+)\. \w+ takes out (\d+)\. How many \2 are in the box\? A:", ex.prompt)
+        if m:
+            hits += 1
+            assert int(ex.answer) == int(m.group(1)) - int(m.group(3)) >= 0
+    assert hits >= 20
+
+
+def test_unknown_family_and_split_errors() -> None:
+    with pytest.raises(DllmError, match="copy, reverse, sort, add, gsm-mini"):
+        generate_examples("multiply", 3, seed=0)
+    with pytest.raises(DllmError, match="gsm-mini"):
+        load_split("test", 5, families=["copy", "nope"])
+    with pytest.raises(DllmError, match="train"):
+        load_split("dev", 5)
+
+
+def test_example_is_frozen() -> None:
+    ex = SyntheticExample("copy", "copy:ab=", "ab", "copy-0")
+    with pytest.raises(AttributeError):
+        ex.answer = "x"  # type: ignore[misc]
