@@ -61,6 +61,8 @@ class DiffusionLM(nn.Module):
         self.special: SpecialTokens | None = None
         self.tokenizer: Any = None
         self.name_or_path: str = ""
+        #: decoding defaults shipped with the checkpoint (generation_config.json "dllm" entry)
+        self.generation_defaults: dict[str, Any] = {}
 
     # --- architecture facts the cache and engine need -------------------------------------------------
     num_layers: int

@@ -158,10 +158,18 @@ def load_tokenizer(directory: Path, trust_remote_code: bool = False) -> Any:
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
     if not any((directory / n).is_file() for n in names):
         return None
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    import warnings
 
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    # AutoTokenizer peeks at config.json and warns about model types it does not know (ours); not news.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     except Exception as exc:
         if (directory / "tokenizer.json").is_file():
             cfg = {}
@@ -173,6 +181,8 @@ def load_tokenizer(directory: Path, trust_remote_code: bool = False) -> Any:
                 tok.chat_template = cfg["chat_template"]
             return tok
         raise DllmError(f"cannot load the tokenizer in {str(directory)!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def special_tokens(config: dict[str, Any], tokenizer: Any, where: str) -> SpecialTokens:
@@ -241,7 +251,25 @@ def load_model(
     model.tokenizer = load_tokenizer(directory, trust_remote_code) if tokenizer else None
     model.special = special_tokens(config, model.tokenizer, str(directory))
     model.name_or_path = str(path_or_id)
+    model.generation_defaults = read_generation_defaults(directory)
     return model
+
+
+#: keys of generation_config.json's ``dllm`` entry that set a checkpoint's default decoding settings
+GENERATION_DEFAULT_KEYS = ("gen_length", "block_length", "steps", "chat")
+
+
+def read_generation_defaults(directory: Path) -> dict[str, Any]:
+    """Decoding defaults a checkpoint ships in ``generation_config.json`` under ``"dllm"`` (e.g. the tiny
+    synthetic models were trained with a 16-token answer region, so that is their gen_length)."""
+    file = directory / "generation_config.json"
+    if not file.is_file():
+        return {}
+    try:
+        entry = json.loads(file.read_text()).get("dllm", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {k: entry[k] for k in GENERATION_DEFAULT_KEYS if k in entry} if isinstance(entry, dict) else {}
 
 
 def build_model(config: dict[str, Any], seed: int = 0, dtype: torch.dtype = torch.float32) -> DiffusionLM:

@@ -1,0 +1,1 @@
+"""The ``dllm`` command line (Typer + Rich)."""
