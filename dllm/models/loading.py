@@ -171,12 +171,20 @@ def load_tokenizer(directory: Path, trust_remote_code: bool = False) -> Any:
             warnings.simplefilter("ignore")
             return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     except Exception as exc:
+        # Remote-code tokenizers (Dream's DreamTokenizer is a Qwen2 BPE) without trust_remote_code: build the
+        # fast tokenizer from the files directly, with the special tokens of tokenizer_config.json.
+        cfg = {}
+        if (directory / "tokenizer_config.json").is_file():
+            cfg = json.loads((directory / "tokenizer_config.json").read_text())
+        specials = {k: cfg[k] for k in ("bos_token", "eos_token", "pad_token", "mask_token", "unk_token") if isinstance(cfg.get(k), str)}
+        tok = None
         if (directory / "tokenizer.json").is_file():
-            cfg = {}
-            if (directory / "tokenizer_config.json").is_file():
-                cfg = json.loads((directory / "tokenizer_config.json").read_text())
-            specials = {k: cfg[k] for k in ("bos_token", "eos_token", "pad_token", "mask_token", "unk_token") if isinstance(cfg.get(k), str)}
             tok = PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), **specials)
+        elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            from transformers import Qwen2TokenizerFast
+
+            tok = Qwen2TokenizerFast(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"), **specials)
+        if tok is not None:
             if cfg.get("chat_template"):
                 tok.chat_template = cfg["chat_template"]
             return tok
