@@ -1,0 +1,152 @@
+"""Hot-path kernels for block decoding with KV caches, each with a PyTorch reference and a Triton version.
+
+Every public op (``attention``, ``top2_confidence``, ``threshold_commit``, ``fused_threshold_step``,
+``scatter_kv``) is a dispatcher: it runs the Triton kernel on CUDA tensors when ``triton`` imports, and the
+PyTorch reference otherwise. The ``*_torch`` / ``*_triton`` functions are exported too, so tests and
+benchmarks can call one path explicitly.
+
+``DLLM_KERNELS=torch|triton|auto`` (default ``auto``, read at every call) forces a path:
+
+* ``torch``  -- always the PyTorch reference.
+* ``triton`` -- always Triton; an error if triton does not import, or if a tensor is on the CPU and the
+  kernels were not built for Triton's CPU interpreter (see below). Shapes a kernel does not support
+  (e.g. attention head dims that are not a power of two in 16..256) still fall back to PyTorch, with a
+  warning, because refusing them would only crash decoding.
+* ``auto``   -- Triton on CUDA tensors, PyTorch elsewhere.
+
+Triton's interpreter (``TRITON_INTERPRET=1``) runs the kernels on CPU tensors, which is how the tests check
+them without a GPU. Triton 3.x reads the variable when ``@triton.jit`` *decorates* a function, i.e. when the
+kernel modules of this package are imported, not when a kernel is launched: set ``TRITON_INTERPRET=1``
+before the first ``import dllm.cache.kernels``. Whether the kernels were built interpreted is recorded in
+``TRITON_INTERPRETED``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+from dllm.errors import DllmError, check_choice
+
+KERNEL_MODES = ("auto", "torch", "triton")
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True if ``triton`` and ``triton.language`` import (a broken install counts as absent)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "no triton"
+        return False
+    return True
+
+
+def _interpreting_now() -> bool:
+    """Whether a ``@triton.jit`` applied now would build an interpreted kernel."""
+    if not triton_available():
+        return False
+    try:
+        from triton import knobs
+
+        return bool(knobs.runtime.interpret)
+    except Exception:  # noqa: BLE001 - older triton without knobs: the env var is the switch
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# Captured before the kernel modules below are imported, i.e. at the moment their kernels are decorated.
+TRITON_INTERPRETED: bool = _interpreting_now()
+
+
+def kernel_mode() -> str:
+    """The path requested by ``DLLM_KERNELS`` (``auto`` when unset or empty)."""
+    mode = os.environ.get("DLLM_KERNELS", "").strip().lower() or "auto"
+    check_choice("DLLM_KERNELS", mode, KERNEL_MODES)
+    return mode
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """Decide whether an op on ``tensors`` runs its Triton kernel.
+
+    ``auto`` picks Triton only when every tensor is on CUDA and the kernels are compiled (not interpreted:
+    the interpreter on GPU tensors would be far slower than PyTorch). ``triton`` insists, and raises a
+    ``DllmError`` when that cannot work.
+    """
+    mode = kernel_mode()
+    if mode == "torch":
+        return False
+    on_cuda = all(t.is_cuda for t in tensors)
+    if mode == "auto":
+        return on_cuda and triton_available() and not TRITON_INTERPRETED
+    if not triton_available():
+        raise DllmError("DLLM_KERNELS=triton but triton does not import; install it or use DLLM_KERNELS=auto")
+    if not on_cuda and not TRITON_INTERPRETED:
+        hint = (
+            "TRITON_INTERPRET=1 was set after dllm.cache.kernels was imported; set it before"
+            if os.environ.get("TRITON_INTERPRET", "0") == "1"
+            else "set TRITON_INTERPRET=1 before importing dllm.cache.kernels, or use DLLM_KERNELS=auto"
+        )
+        raise DllmError(f"DLLM_KERNELS=triton needs CUDA tensors (got a CPU tensor); {hint}")
+    return True
+
+
+def fallback_warning(op: str, reason: str) -> None:
+    """Warn once per (op, reason) when a forced Triton path has to run PyTorch for an unsupported shape."""
+    if kernel_mode() == "triton":
+        _warn_once(op, reason)
+
+
+@functools.cache
+def _warn_once(op: str, reason: str) -> None:
+    warnings.warn(f"DLLM_KERNELS=triton: {op} falls back to PyTorch ({reason})", RuntimeWarning, stacklevel=3)
+
+
+@functools.cache
+def sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device; sizes the split-K / split-V grids."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def device_parallelism(t: torch.Tensor) -> int:
+    """How many programs the device runs at once, roughly (a small fixed number for the interpreter)."""
+    if t.is_cuda:
+        return sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return 4
+
+
+# The kernel modules import the helpers above, so they must come after them.
+from dllm.cache.kernels.attention import attention, attention_torch, attention_triton  # noqa: E402
+from dllm.cache.kernels.confidence import (  # noqa: E402
+    fused_threshold_step,
+    threshold_commit,
+    threshold_commit_torch,
+    threshold_commit_triton,
+    top2_confidence,
+    top2_confidence_torch,
+    top2_confidence_triton,
+)
+from dllm.cache.kernels.scatter import scatter_kv, scatter_kv_torch, scatter_kv_triton  # noqa: E402
+
+__all__ = [
+    "KERNEL_MODES",
+    "TRITON_INTERPRETED",
+    "attention",
+    "attention_torch",
+    "attention_triton",
+    "fused_threshold_step",
+    "kernel_mode",
+    "scatter_kv",
+    "scatter_kv_torch",
+    "scatter_kv_triton",
+    "threshold_commit",
+    "threshold_commit_torch",
+    "threshold_commit_triton",
+    "top2_confidence",
+    "top2_confidence_torch",
+    "top2_confidence_triton",
+    "triton_available",
+    "use_triton",
+]
