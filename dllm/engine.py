@@ -260,15 +260,21 @@ def denoise(
             finished = ~undecided[:, gen_start:].any(-1)
             if decision.finish is not None:
                 finished |= decision.finish & active
+            stopped = torch.zeros_like(finished)
+            after_end = None
             if stop_at_eos:
                 gen = canvas[:, gen_start:]
                 decided = ~undecided[:, gen_start:]
-                is_end = torch.isin(gen, end_ids) & decided
-                prefix_decided = torch.cumprod(decided.long(), dim=-1).bool()
-                finished |= (is_end & prefix_decided).any(-1)
+                final_end = torch.isin(gen, end_ids) & torch.cumprod(decided.long(), dim=-1).bool()
+                stopped = final_end.any(-1) & active
+                # positions after the first final end token: their text is cut anyway, make them EOS
+                after_end = (torch.cumsum(final_end.long(), dim=-1) - final_end.long()) > 0
+                finished |= stopped
             done_now = finished & active
             if bool(done_now.any()):
                 fill = undecided & done_now[:, None]
+                if after_end is not None and bool(stopped.any()):
+                    fill[:, gen_start:] |= after_end & stopped[:, None]
                 canvas[fill] = special.eos
                 undecided &= ~fill
                 active = active & ~done_now
