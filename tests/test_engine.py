@@ -14,29 +14,10 @@ import torch
 
 import dllm
 from dllm.errors import DllmError
-from dllm.models.tiny import make_tiny_model
+from dllm.models.tiny import make_tiny_model, sharpen
 
 PROMPT = [1, 17, 99, 5, 200, 42]
 RAGGED = [[1, 17, 99], [1, 30, 31, 32, 33, 34, 35, 36], [1, 200, 201, 202, 203]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def sharpen(model, body: float = 8.0, head: float = 50.0):
-    """Spread the confidences of a random tiny model so thresholds select several tokens per step."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in ("model.transformer.ff_out.weight", "lm_head.weight"):
-                p.mul_(head)
-            elif "norm" not in name and "ln_f" not in name:
-                p.mul_(body)
-    return model
 
 
 @pytest.fixture(scope="module")

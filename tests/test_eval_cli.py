@@ -9,21 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 import dllm
 from dllm.cli.app import main
 from dllm.models.tiny import make_tiny_checkpoint
 
 GSM8K_FILE = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 import dllm
 import dllm.api
@@ -24,15 +23,6 @@ from dllm.models.tiny import make_tiny_checkpoint
 GSM8K_FILE = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
 TIMING = ("latency_s",)
 SUMMARY_TIMING = ("total_latency_s", "mean_latency_s", "tokens_per_s")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machine is shared; one thread is much faster for these tiny models than fighting over two.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

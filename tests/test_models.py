@@ -96,15 +96,6 @@ def file_keys(directory: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]
 PROMPT = torch.tensor([[1, 17, 99, 5, 200, 42, 7, 4, 4, 4, 4, 4, 4]])  # BOS, words, then masks (id 4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast and does not fight the other test processes for the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """Tiny checkpoints written once per module: llada (MHA), dream (GQA: 2 kv heads for 4 heads)."""

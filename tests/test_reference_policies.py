@@ -30,31 +30,12 @@ import torch
 
 import dllm
 from dllm.models.base import SpecialTokens
-from dllm.models.tiny import make_tiny_model
+from dllm.models.tiny import make_tiny_model, sharpen
 from dllm.samplers.base import StepContext
 
 MASK = 4  # tiny_config: mask_token_id
 MARGIN = 2e-5  # float32 vs float64 confidences: decisions closer than this are ambiguous
 PROMPT = [1, 17, 99, 5, 200, 42]
-
-
-def sharpen(model, body: float = 8.0, head: float = 50.0):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in ("model.transformer.ff_out.weight", "lm_head.weight"):
-                p.mul_(head)
-            elif "norm" not in name and "ln_f" not in name:
-                p.mul_(body)
-    return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast and does not fight the other test processes for the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
