@@ -1,0 +1,27 @@
+"""Checkpoints shipped inside the package, so ``dllm generate`` and the tests work on a fresh machine.
+
+``tiny-llada`` (the default model) and ``tiny-dream`` are small masked-diffusion models trained on the
+synthetic suite (``dllm.evals.synthetic``) with ``dllm train-tiny``; see ``README.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dllm.errors import DllmError
+
+ASSETS_DIR: Path = Path(__file__).resolve().parent
+SHIPPED: tuple[str, ...] = ("tiny-llada", "tiny-dream")
+
+
+def asset_path(name: str) -> Path:
+    """Directory of the shipped checkpoint ``name`` (one of ``SHIPPED``)."""
+    path = ASSETS_DIR / name
+    if name not in SHIPPED or not (path / "config.json").is_file():
+        available = [n for n in SHIPPED if (ASSETS_DIR / n / "config.json").is_file()]
+        raise DllmError(f"no shipped checkpoint {name!r}; available: {', '.join(available) or 'none'}")
+    return path
+
+
+DEFAULT_MODEL: Path = ASSETS_DIR / "tiny-llada"
+"""The model ``dllm generate`` uses when no ``--model`` is given."""
