@@ -25,3 +25,8 @@ def asset_path(name: str) -> Path:
 
 DEFAULT_MODEL: Path = ASSETS_DIR / "tiny-llada"
 """The model ``dllm generate`` uses when no ``--model`` is given."""
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name -> directory of every shipped checkpoint present in this installation."""
+    return {name: ASSETS_DIR / name for name in SHIPPED if (ASSETS_DIR / name / "config.json").is_file()}
