@@ -18,10 +18,7 @@ def register_cache(name: str, summary: str, factory: Callable[..., CacheManager]
 
 
 def _load_builtin() -> None:
-    try:
-        from dllm.cache import managers  # noqa: F401  (registers prefix/dual/delayed)
-    except ImportError:
-        pass
+    from dllm.cache import managers  # noqa: F401  (registers prefix/dual/delayed)
 
 
 def caches() -> dict[str, str]:

@@ -16,11 +16,28 @@ class PolicySpec:
     summary: str
     build: Callable[..., Policy]
 
-    def options(self) -> list[str]:
+    def own_options(self) -> list[str]:
+        """The factory's keyword arguments."""
         return [p for p in inspect.signature(self.build).parameters]
+
+    def options(self) -> list[str]:
+        """Every option the policy accepts: its own, then the common ones (early commit, EoTP, ...)."""
+        own = self.own_options()
+        return own + [n for group in _COMMON for n in group.names if n not in own]
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """Options every policy accepts; ``apply(policy, **given)`` wraps the built policy (adds a modifier).
+    A factory that declares one of these names itself receives it instead."""
+
+    names: tuple[str, ...]
+    summary: str
+    apply: Callable[..., Policy]
 
 
 _REGISTRY: dict[str, PolicySpec] = {}
+_COMMON: list[CommonOptions] = []
 
 
 def register_policy(name: str, summary: str) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
@@ -33,14 +50,28 @@ def register_policy(name: str, summary: str) -> Callable[[Callable[..., Policy]]
     return wrap
 
 
+def register_common_options(names: tuple[str, ...], summary: str
+                            ) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
+    """Decorator: ``apply(policy, **options) -> Policy`` runs after any policy's factory when one of
+    ``names`` is given (in registration order), so e.g. ``early_commit=True`` works with every policy."""
+
+    def wrap(fn: Callable[..., Policy]) -> Callable[..., Policy]:
+        if not any(g.names == tuple(names) for g in _COMMON):
+            _COMMON.append(CommonOptions(tuple(names), summary, fn))
+        return fn
+
+    return wrap
+
+
+def common_options() -> dict[str, str]:
+    """Option names every policy accepts -> one-line description of their group."""
+    _load_builtin()
+    return {n: g.summary for g in _COMMON for n in g.names}
+
+
 def _load_builtin() -> None:
     # Importing the modules registers their policies.
-    from dllm.samplers import baseline  # noqa: F401
-
-    try:
-        from dllm.samplers import research  # noqa: F401
-    except ImportError:  # research policies are optional at import time while they are developed
-        pass
+    from dllm.samplers import baseline, research  # noqa: F401
 
 
 def policies() -> dict[str, str]:
@@ -71,7 +102,13 @@ def make_policy(name: str | Policy, **options: Any) -> Policy:
         raise DllmError(
             f"unknown option {unknown[0]!r} for policy {name!r}; allowed: {', '.join(allowed) if allowed else 'none'}"
         )
-    return spec.build(**given)
+    own = spec.own_options()
+    policy = spec.build(**{k: v for k, v in given.items() if k in own})
+    for group in _COMMON:
+        sub = {k: given[k] for k in group.names if k in given and k not in own}
+        if sub:
+            policy = group.apply(policy, **sub)
+    return policy
 
 
 def check_probability(name: str, value: float, low_open: bool = True, allow_zero: bool = False) -> float:
