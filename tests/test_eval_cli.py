@@ -64,6 +64,23 @@ def test_synthetic_table_files_and_resume(ckpt, tmp_path, capsys):
     assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 5
 
 
+def test_synthetic_eval_on_the_shipped_model(tmp_path, capsys):
+    """The default model (no --model): the trained tiny-llada solves copy/reverse, and threshold decoding needs
+    fewer forwards than the one-token-per-step baseline at the same accuracy on them."""
+    code, out, err = run_cli(capsys, "eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "4",
+                             "--out", str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "lowconf (baseline)" in out and "threshold" in out
+    report = json.loads((tmp_path / "synthetic" / "report.json").read_text())
+    base, thr = report["rows"]
+    summaries = {p.name: json.loads(p.read_text()) for p in (tmp_path / "synthetic").glob("*.summary.json")}
+    base_summary = summaries["lowconf_g16-b16-s16.summary.json"]
+    assert base_summary["n"] == 20
+    assert base_summary["per_family"]["copy"] == 1.0 and base_summary["per_family"]["reverse"] == 1.0
+    assert base_summary["mean_nfe"] == 16.0
+    assert thr["speedup_nfe"] > 2.0
+
+
 def test_sweep_reports_aup(ckpt, tmp_path, capsys):
     code, out, err = run_cli(capsys, "eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "1",
                              "--model", str(ckpt), "--out", str(tmp_path), "--progress",
