@@ -92,15 +92,9 @@ def load_tiny(device: str, console: Console, path: str | None = None) -> tuple[A
         return dllm.load_model(DEFAULT_MODEL, device=device, dtype="float32"), "tiny-llada (shipped)"
     console.print(f"[bold yellow]warning:[/] no shipped model at {DEFAULT_MODEL}; using a RANDOM tiny LLaDA "
                   "with the char tokenizer (accuracy ~0: only speed and NFE mean anything)")
-    from dllm.models.loading import build_model, special_tokens
-    from dllm.training.diffusion import TrainConfig, model_config
-    from dllm.training.tokenizer import build_char_tokenizer
+    from dllm.training.diffusion import untrained_model
 
-    tok = build_char_tokenizer()
-    cfg = model_config(TrainConfig(kind="llada", hidden=128, layers=4, heads=4), len(tok))
-    model = build_model(cfg, seed=0).to(device).eval().requires_grad_(False)
-    model.tokenizer = tok
-    model.special = special_tokens(model.config, tok, "random")
+    model = untrained_model("llada", hidden=128, layers=4, heads=4, device=device)
     return model, "random tiny-llada (no shipped model)"
 
 

@@ -40,15 +40,9 @@ def load_benchmark_model(name: str | None, device: str, console: Console) -> tup
         return dllm.load_model(path, device=device, dtype="float32"), str(path)
     console.print(f"[bold yellow]warning:[/] no shipped model at {path}; using a RANDOM tiny LLaDA "
                   "(accuracy will be ~0: the table only shows that every policy runs)")
-    from dllm.models.loading import build_model, special_tokens
-    from dllm.training.diffusion import TrainConfig, model_config
-    from dllm.training.tokenizer import build_char_tokenizer
+    from dllm.training.diffusion import untrained_model
 
-    tok = build_char_tokenizer()
-    cfg = model_config(TrainConfig(kind="llada", hidden=64, layers=2, heads=4), len(tok))
-    model = build_model(cfg, seed=0).to(device).eval().requires_grad_(False)
-    model.tokenizer = tok
-    model.special = special_tokens(model.config, tok, "random")
+    model = untrained_model("llada", hidden=64, layers=2, heads=4, device=device)
     return model, "random tiny-llada"
 
 

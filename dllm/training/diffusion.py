@@ -429,3 +429,15 @@ def train_tiny(config: TrainConfig) -> Path:
     if log_fh:
         log_fh.close()
     return out
+
+
+def untrained_model(kind: str = "llada", hidden: int = 128, layers: int = 4, heads: int = 4, seed: int = 0,
+                    device: str | torch.device = "cpu") -> DiffusionLM:
+    """A randomly initialised model in the shipped models' exact format (char tokenizer, special ids): what
+    ``train_tiny`` starts from, and a stand-in for benchmarks where no trained checkpoint is present."""
+    tok = build_char_tokenizer()
+    cfg = model_config(TrainConfig(kind=kind, hidden=hidden, layers=layers, heads=heads), len(tok))
+    model = build_model(cfg, seed=seed).to(device).eval().requires_grad_(False)
+    model.tokenizer = tok
+    model.special = special_tokens(model.config, tok, "untrained")
+    return model
