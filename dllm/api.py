@@ -81,16 +81,16 @@ def generate(
         if "temperature" not in policy_opts and isinstance(policy, str):
             raise DllmError(f"policy {policy!r} takes no temperature")
         options["temperature"] = temperature
-    pol = make_policy(policy, **{k: v for k, v in options.items() if k in policy_opts}) if isinstance(policy, str) else make_policy(policy)
+    pol = make_policy(policy, **{k: v for k, v in options.items() if k in policy_opts})
 
     if isinstance(block_schedule, str):
         schedule = _schedule_factory(block_schedule)(
             gen_length=gen_length, block_length=block_length, steps=steps, **{k: v for k, v in options.items() if k in sched_opts}
         )
-        if block_schedule == "adaptive" and hasattr(schedule, "bind"):
-            schedule.bind(model)
     else:
         schedule = block_schedule
+    if hasattr(schedule, "bind"):  # schedules that read the tokenizer (e.g. AdaBlock's delimiters)
+        schedule.bind(model)
     copts = {k: v for k, v in options.items() if k in cache_opts}
 
     def cache_factory(key_mask, positions, gen_start, gen_end):

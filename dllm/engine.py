@@ -205,6 +205,11 @@ def denoise(
     active = torch.ones(b, dtype=torch.bool, device=device)
     record = Trace(gen_start, gen_length) if trace else None
     cols = torch.arange(canvas.shape[1], device=device)
+
+    def in_blocks() -> Tensor:
+        """[B, L] positions inside each row's current block."""
+        return (cols >= block_start[:, None]) & (cols < block_end[:, None])
+
     iterations = 0
     # A guard against policies that never commit; every shipped policy finishes well inside it.
     max_iterations = max_iterations or 4 * gen_length + 64
@@ -226,8 +231,7 @@ def denoise(
             if bool(open_now.any()):
                 new_end = schedule.open_block(block_start, open_now, logits, ws, canvas[:, win], gen_end)
                 block_end = torch.where(open_now, new_end, block_end)
-                in_block = (cols >= block_start[:, None]) & (cols < block_end[:, None])
-                block_mask_count = torch.where(open_now, (undecided & in_block).sum(-1), block_mask_count)
+                block_mask_count = torch.where(open_now, (undecided & in_blocks()).sum(-1), block_mask_count)
                 block_steps = torch.where(open_now, schedule.steps_for(block_end - block_start), block_steps)
                 step = torch.where(open_now, torch.zeros_like(step), step)
                 policy.on_block_start(state, open_now)
@@ -261,7 +265,6 @@ def denoise(
             if decision.finish is not None:
                 finished |= decision.finish & active
             stopped = torch.zeros_like(finished)
-            after_end = None
             if stop_at_eos:
                 gen = canvas[:, gen_start:]
                 decided = ~undecided[:, gen_start:]
@@ -273,15 +276,14 @@ def denoise(
             done_now = finished & active
             if bool(done_now.any()):
                 fill = undecided & done_now[:, None]
-                if after_end is not None and bool(stopped.any()):
+                if bool(stopped.any()):  # only with stop_at_eos, which defined after_end
                     fill[:, gen_start:] |= after_end & stopped[:, None]
                 canvas[fill] = special.eos
                 undecided &= ~fill
                 active = active & ~done_now
 
             step = step + active.long()
-            in_block = (cols >= block_start[:, None]) & (cols < block_end[:, None])
-            block_done = active & ~(undecided & in_block).any(-1)
+            block_done = active & ~(undecided & in_blocks()).any(-1)
             block_start = torch.where(block_done, block_end, block_start)
             opening = opening | block_done
     _sync(device)

@@ -11,7 +11,9 @@ from dllm.cli.app import app
 @app.command("models")
 def models_command() -> None:
     """List supported model kinds, known hub checkpoints and the shipped tiny models."""
+    from dllm.assets import shipped_models
     from dllm.models import KNOWN_CHECKPOINTS, MODEL_CLASSES
+    from dllm.models.loading import read_config
 
     console = Console()
     kinds = Table(title="model kinds (config.json model_type)")
@@ -26,13 +28,8 @@ def models_command() -> None:
     known.add_column("kind")
     for hub_id, kind in KNOWN_CHECKPOINTS.items():
         known.add_row(hub_id, kind)
-    try:
-        from dllm.assets import shipped_models
-
-        for name, path in shipped_models().items():
-            known.add_row(f"{path}  (shipped: {name})", "llada" if "llada" in name else "dream")
-    except ImportError:
-        pass
+    for name, path in shipped_models().items():
+        known.add_row(f"{path}  (shipped: {name})", str(read_config(path)["model_type"]).lower())
     console.print(known)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from dllm.errors import DllmError
 from dllm.models.base import DiffusionLM
-from dllm.models.layers import ACTIVATIONS, RMSNorm, apply_rope, attend_with_hook, rope_cos_sin
+from dllm.models.layers import ACTIVATIONS, RMSNorm, rotary_self_attention
 
 #: Dream-v0-7B config.json values (Qwen2.5-7B dims; tiny checkpoints override dims).
 DREAM_7B_CONFIG: dict[str, Any] = {
@@ -84,17 +84,10 @@ class DreamLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(model.hidden_size, eps)
 
     def forward(self, h: Tensor, positions: Tensor, key_mask: Tensor | None, kv_hook, layer: int) -> Tensor:
-        m = self.model_ref[0]
-        b, t, _ = h.shape
         a = self.input_layernorm(h)
         att = self.self_attn
-        q = att.q_proj(a).view(b, t, m.num_heads, m.head_dim).transpose(1, 2)
-        k = att.k_proj(a).view(b, t, m.num_kv_heads, m.head_dim).transpose(1, 2)
-        v = att.v_proj(a).view(b, t, m.num_kv_heads, m.head_dim).transpose(1, 2)
-        cos, sin = rope_cos_sin(positions, m.head_dim, m.rope_theta)
-        q = apply_rope(q, cos, sin, full_precision=False)
-        k = apply_rope(k, cos, sin, full_precision=False)
-        h = h + att.o_proj(attend_with_hook(q, k, v, layer, key_mask, kv_hook))
+        h = h + att.o_proj(rotary_self_attention(self.model_ref[0], a, att.q_proj, att.k_proj, att.v_proj, positions,
+                                                 key_mask, kv_hook, layer))
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -103,6 +96,8 @@ class DreamModel(DiffusionLM):
 
     kind = "dream"
     logit_shift = True
+    #: HF Qwen2 casts cos/sin to the activation dtype and rotates there (LLaDA rotates in float32)
+    rope_full_precision = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

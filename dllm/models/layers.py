@@ -75,8 +75,17 @@ ACTIVATIONS = {
 }
 
 
-def attend_with_hook(q: Tensor, k: Tensor, v: Tensor, layer: int, key_mask: Tensor | None, kv_hook) -> Tensor:
-    """Let the cache hook (if any) extend/replace the keys, then attend. Returns [B, T, Hq*D]."""
+def rotary_self_attention(model, x: Tensor, q_proj: nn.Module, k_proj: nn.Module, v_proj: nn.Module,
+                          positions: Tensor, key_mask: Tensor | None, kv_hook, layer: int) -> Tensor:
+    """Project ``x`` [B, T, d] to heads, rotate q/k at their absolute ``positions`` (the model's RoPE
+    precision), let the cache hook (if any) extend/replace the keys, then attend. Returns [B, T, Hq*D]."""
+    b, t, _ = x.shape
+    q = q_proj(x).view(b, t, model.num_heads, model.head_dim).transpose(1, 2)
+    k = k_proj(x).view(b, t, model.num_kv_heads, model.head_dim).transpose(1, 2)
+    v = v_proj(x).view(b, t, model.num_kv_heads, model.head_dim).transpose(1, 2)
+    cos, sin = rope_cos_sin(positions, model.head_dim, model.rope_theta)
+    q = apply_rope(q, cos, sin, model.rope_full_precision)
+    k = apply_rope(k, cos, sin, model.rope_full_precision)
     if kv_hook is not None:
         k, v, key_mask = kv_hook(layer, k, v)
     out = attention(q, k, v, key_mask)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from dllm.errors import DllmError
 from dllm.models.base import DiffusionLM
-from dllm.models.layers import ACTIVATIONS, RMSNorm, apply_rope, attend_with_hook, rope_cos_sin
+from dllm.models.layers import ACTIVATIONS, RMSNorm, rotary_self_attention
 
 #: Every key of the 8B checkpoint's config.json with its published value (tiny checkpoints override dims).
 LLADA_8B_CONFIG: dict[str, Any] = {
@@ -97,16 +96,10 @@ class LLaDABlock(nn.Module):
         self.act = ACTIVATIONS[c.get("activation_type", "silu")]
 
     def forward(self, h: Tensor, positions: Tensor, key_mask: Tensor | None, kv_hook, layer: int) -> Tensor:
-        m = self.model_ref[0]
-        b, t, _ = h.shape
         a = self.attn_norm(h)
-        q = self.q_proj(a).view(b, t, m.num_heads, m.head_dim).transpose(1, 2)
-        k = self.k_proj(a).view(b, t, m.num_kv_heads, m.head_dim).transpose(1, 2)
-        v = self.v_proj(a).view(b, t, m.num_kv_heads, m.head_dim).transpose(1, 2)
-        cos, sin = rope_cos_sin(positions, m.head_dim, m.rope_theta)
-        q = apply_rope(q, cos, sin, m.rope_full_precision)
-        k = apply_rope(k, cos, sin, m.rope_full_precision)
-        h = h + self.attn_out(attend_with_hook(q, k, v, layer, key_mask, kv_hook))
+        attn = rotary_self_attention(self.model_ref[0], a, self.q_proj, self.k_proj, self.v_proj, positions, key_mask,
+                                     kv_hook, layer)
+        h = h + self.attn_out(attn)
         f = self.ff_norm(h)
         return h + self.ff_out(self.act(self.ff_proj(f)) * self.up_proj(f))
 

@@ -111,7 +111,7 @@ def make_policy(name: str | Policy, **options: Any) -> Policy:
     return policy
 
 
-def check_probability(name: str, value: float, low_open: bool = True, allow_zero: bool = False) -> float:
+def check_probability(name: str, value: float, allow_zero: bool = False) -> float:
     """Validate a value in (0, 1] (or [0, 1]) with a one-line error."""
     try:
         v = float(value)

@@ -36,10 +36,6 @@ def sample_tokens(logits: Tensor, ctx: StepContext, temperature: float) -> Tenso
     return tokens
 
 
-def _masked(conf: Tensor, ctx: StepContext) -> Tensor:
-    return torch.where(ctx.candidates, conf.float(), torch.full_like(conf, NEG_INF, dtype=torch.float32))
-
-
 class ProbabilityScorer:
     """Confidence = softmax probability of the proposed token (LLaDA ``low_confidence``, Fast-dLLM).
 
