@@ -77,6 +77,7 @@ class TrainConfig:
     threads: int = 2
     time_limit: float | None = None  #: seconds; stop early (the best checkpoint is kept)
     init_from: str | None = None  #: continue from a checkpoint directory instead of random init
+    grow_layers: int = 0  #: with init_from: add this many zero-output blocks first (``dllm.training.growth``)
     dtype: str = "float32"  #: dtype of the saved checkpoint
     log_file: str | None = None
 
@@ -106,6 +107,10 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < (1 if name == "train_pool" else 0):
             raise DllmError(f"{name} must be a {'positive' if name == 'train_pool' else 'non-negative'} integer, got {value!r}")
+    if not isinstance(cfg.grow_layers, int) or cfg.grow_layers < 0:
+        raise DllmError(f"grow_layers must be a non-negative integer, got {cfg.grow_layers!r}")
+    if cfg.grow_layers and not cfg.init_from:
+        raise DllmError("grow_layers needs init_from: it adds blocks to a trained checkpoint")
     if not cfg.lr > 0:
         raise DllmError(f"lr must be > 0, got {cfg.lr}")
     if cfg.hidden % cfg.heads:
@@ -259,6 +264,10 @@ def _new_model(cfg: TrainConfig, tokenizer: Any) -> DiffusionLM:
         model = load_model(cfg.init_from, device=cfg.device, dtype="float32")
         if model.kind != cfg.kind:
             raise DllmError(f"init_from {cfg.init_from!r} is a {model.kind} checkpoint, not {cfg.kind}")
+        if cfg.grow_layers:
+            from dllm.training.growth import grow_layers
+
+            model = grow_layers(model, cfg.grow_layers, seed=cfg.seed + 1)
     else:
         model = build_model(model_config(cfg, len(tokenizer)), seed=cfg.seed).to(cfg.device)
     model.tokenizer = tokenizer
@@ -340,7 +349,8 @@ def train_tiny(config: TrainConfig) -> Path:
     assert model.special is not None
     eos = model.special.eos
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{cfg.kind} model: {n_params / 1e6:.2f}M parameters, hidden {cfg.hidden}, layers {cfg.layers}, heads {cfg.heads}")
+    log(f"{cfg.kind} model: {n_params / 1e6:.2f}M parameters, {model.num_layers} layers"
+        f"{f' ({cfg.grow_layers} new)' if cfg.grow_layers else ''}")
 
     # Data: pre-tokenised train pool per family; held-out eval slice of the test split.
     pools: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
