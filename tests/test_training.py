@@ -125,7 +125,7 @@ def test_loss_reads_logits_at_the_right_offset(kind: str) -> None:
 
 def test_bad_config_is_a_one_line_error() -> None:
     for bad in (dict(kind="gpt"), dict(hidden=30, heads=4), dict(families=("copy", "nope")), dict(steps=0), dict(lr=0.0),
-                dict(weighting="sqrt")):
+                dict(weighting="sqrt"), dict(mix_floor=-0.1)):
         with pytest.raises(DllmError) as err:
             validate(TrainConfig(**bad))
         assert "\n" not in str(err.value)

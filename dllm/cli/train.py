@@ -33,6 +33,7 @@ def train_tiny_command(
     threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="Continue from this checkpoint directory."),
+    mix_floor: float = typer.Option(0.15, "--mix-floor", help="Adaptive family mix: weight = base * (floor + held-out error); a higher floor forgets solved families less."),
     grow_layers: int = typer.Option(0, "--grow-layers", help="With --init-from: first add this many blocks that start as exact no-ops."),
     log_file: Optional[str] = typer.Option(None, "--log-file", help="Append plain log lines here instead of a progress bar."),
 ) -> None:
@@ -63,7 +64,7 @@ def train_tiny_command(
     cfg = TrainConfig(
         kind=kind, out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, hidden=hidden, layers=layers,
         heads=heads, families=fams, eval_every=eval_every, eval_per_family=eval_per_family, time_limit=time_limit,
-        threads=threads, device=str(dev), init_from=init_from, grow_layers=grow_layers, log_file=log_file, weighting=weighting,
+        threads=threads, device=str(dev), init_from=init_from, grow_layers=grow_layers, mix_floor=mix_floor, log_file=log_file, weighting=weighting,
         stratified_t=stratified_t, family_weights=weights, train_pool=train_pool,
     )
     path = train_tiny(cfg)

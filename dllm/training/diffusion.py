@@ -111,6 +111,8 @@ def validate(cfg: TrainConfig) -> None:
         raise DllmError(f"grow_layers must be a non-negative integer, got {cfg.grow_layers!r}")
     if cfg.grow_layers and not cfg.init_from:
         raise DllmError("grow_layers needs init_from: it adds blocks to a trained checkpoint")
+    if not cfg.mix_floor >= 0:
+        raise DllmError(f"mix_floor must be >= 0, got {cfg.mix_floor}")
     if not cfg.lr > 0:
         raise DllmError(f"lr must be > 0, got {cfg.lr}")
     if cfg.hidden % cfg.heads:
@@ -391,6 +393,8 @@ def train_tiny(config: TrainConfig) -> Path:
         if cfg.adaptive_mix:
             err = {f: (1 - res["per_family"].get(f, 0.0)) for f in fams}
             weights = {f: base_weights[f] * (cfg.mix_floor + err[f]) for f in fams}
+            if not sum(weights.values()) > 0:  # floor 0 and every family solved: back to the base mix
+                weights = dict(base_weights)
             log("mix " + " ".join(f"{f}={w / sum(weights.values()):.2f}" for f, w in weights.items()))
 
     progress = Progress(TextColumn("[bold]train-tiny"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
