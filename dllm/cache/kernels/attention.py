@@ -81,6 +81,25 @@ def _triton_unsupported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> st
 if triton_available():
 
     @triton.jit
+    def _packed_rows(Hkv, Tq, rows, GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+        """This program's batch, KV head and tile of packed query rows: row r is query token r % Tq of query
+        head hkv * GROUP + r // Tq (program axes 0 = row tile, 1 = batch x KV head)."""
+        pid_bh = tl.program_id(1)
+        b = (pid_bh // Hkv).to(tl.int64)
+        hkv = (pid_bh % Hkv).to(tl.int64)
+        offs_r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        hq = hkv * GROUP + offs_r // Tq
+        t = offs_r % Tq
+        return b, hkv, offs_r, offs_r < rows, hq, t, tl.arange(0, BLOCK_D)
+
+    @triton.jit
+    def _store_normalised(OUT, acc, l, b, hq, t, row_ok, offs_d, sob, soh, sot, sod):
+        """``acc / l`` into OUT[b, hq, t, :]; padding rows get l = 1 to avoid 0/0 and are not stored."""
+        out = acc / tl.where(row_ok, l, 1.0)[:, None]
+        o_ptrs = OUT + b * sob + hq[:, None] * soh + t[:, None] * sot + offs_d[None, :] * sod
+        tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+
+    @triton.jit
     def _attn_fwd_kernel(
         Q, K, V, MASK, OUT, PACC, PML,
         qk_scale,  # softmax scale * log2(e): the kernel works in base 2
@@ -99,18 +118,9 @@ if triton_available():
         BLOCK_N: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         pid_s = tl.program_id(2)
-        b = (pid_bh // Hkv).to(tl.int64)
-        hkv = (pid_bh % Hkv).to(tl.int64)
-
-        # Packed rows: row r is query token r % Tq of query head hkv * GROUP + r // Tq.
-        offs_r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = offs_r < rows
-        hq = hkv * GROUP + offs_r // Tq
-        t = offs_r % Tq
-        offs_d = tl.arange(0, BLOCK_D)
+        b, hkv, offs_r, row_ok, hq, t, offs_d = _packed_rows(Hkv, Tq, rows, GROUP, BLOCK_M, BLOCK_D)
         q_ptrs = Q + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + offs_d[None, :] * sqd
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
         if UPCAST:
@@ -155,9 +165,7 @@ if triton_available():
             tl.store(PML + (part + offs_r) * 2, m_i, mask=row_ok)
             tl.store(PML + (part + offs_r) * 2 + 1, l_i, mask=row_ok)
         else:
-            out = acc / tl.where(row_ok, l_i, 1.0)[:, None]  # padding rows: avoid 0/0, they are not stored
-            o_ptrs = OUT + b * sob + hq[:, None] * soh + t[:, None] * sot + offs_d[None, :] * sod
-            tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+            _store_normalised(OUT, acc, l_i, b, hq, t, row_ok, offs_d, sob, soh, sot, sod)
 
     @triton.jit
     def _attn_combine_kernel(
@@ -168,14 +176,8 @@ if triton_available():
         BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = (pid_bh // Hkv).to(tl.int64)
-        hkv = (pid_bh % Hkv).to(tl.int64)
-        offs_r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = offs_r < rows
-        offs_d = tl.arange(0, BLOCK_D)
-        base = pid_bh.to(tl.int64) * n_splits * rows
+        b, hkv, offs_r, row_ok, hq, t, offs_d = _packed_rows(Hkv, Tq, rows, GROUP, BLOCK_M, BLOCK_D)
+        base = tl.program_id(1).to(tl.int64) * n_splits * rows
 
         m_all = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for s in range(n_splits):
@@ -192,11 +194,7 @@ if triton_available():
             w = tl.exp2(m_s - m_ref)
             l_all += w * l_s
             acc += w[:, None] * a_s
-        out = acc / tl.where(row_ok, l_all, 1.0)[:, None]
-        hq = hkv * GROUP + offs_r // Tq
-        t = offs_r % Tq
-        o_ptrs = OUT + b * sob + hq[:, None] * soh + t[:, None] * sot + offs_d[None, :] * sod
-        tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+        _store_normalised(OUT, acc, l_all, b, hq, t, row_ok, offs_d, sob, soh, sot, sod)
 
 
 def _attn_config(rows: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
