@@ -317,6 +317,30 @@ def test_dispatchers_route_by_mode(monkeypatch, triton_kernels):
     assert torch.equal(got[1][1], ref[1][1]) and torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3])
 
 
+def test_attention_with_autograd_takes_the_differentiable_path(monkeypatch, triton_kernels):
+    """Training through the model's attention must get real gradients even where Triton would run."""
+    q, k, v, mask = _attn_inputs(2, 4, 2, 5, 11, 16, torch.float32, pad=[3])
+    spy = _spy(monkeypatch, attn_mod, "attention_triton")
+    monkeypatch.setenv("DLLM_KERNELS", "triton")
+
+    def grads(fn):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = fn(*leaves, mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), [t.grad for t in leaves]
+
+    got_out, got_grads = grads(K.attention)
+    ref_out, ref_grads = grads(K.attention_torch)
+    assert not spy, "the kernel (no backward) ran on tensors that need gradients"
+    torch.testing.assert_close(got_out, ref_out)
+    for got, ref in zip(got_grads, ref_grads, strict=True):
+        assert got is not None and got.abs().sum() > 0
+        torch.testing.assert_close(got, ref)
+    with torch.no_grad():  # inference keeps the kernel
+        K.attention(q, k, v, mask)
+    assert len(spy) == 1
+
+
 def test_attention_unsupported_head_dim_falls_back(monkeypatch, triton_kernels):
     q, k, v, _ = _attn_inputs(1, 2, 1, 2, 9, 24, torch.float32)
     with pytest.raises(ValueError, match="head dim 24"):
