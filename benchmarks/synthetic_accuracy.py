@@ -7,6 +7,7 @@ low-confidence decoding with one token per step over the 16-token answer region.
     python benchmarks/synthetic_accuracy.py                          # tiny-llada, lowconf, 100 per family
     python benchmarks/synthetic_accuracy.py --model tiny-dream
     python benchmarks/synthetic_accuracy.py --policy threshold -o threshold=0.9
+    python benchmarks/synthetic_accuracy.py --tradeoff               # accuracy vs tokens per step, per family
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dllm.errors import DllmError
+
+#: (label, policy, options) of ``--tradeoff``: fixed tokens per step, then confidence thresholds.
+TRADEOFF = [(f"lowconf {16 // s} tok/step", "lowconf", {"steps": s}) for s in (16, 8, 4, 2, 1)] + [
+    (f"threshold {t}", "threshold", {"threshold": t}) for t in (0.9, 0.7, 0.5)]
 
 
 def resolve_model(name: str | None) -> Path:
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--tradeoff", action="store_true",
+                        help="one row per decoding setting (fixed tokens per step, thresholds): accuracy and NFE per family")
     args = parser.parse_args(argv)
     console = Console()
     try:
@@ -63,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_options(args.option)
         options.update(cache=args.cache, steps=args.steps or ANSWER_LENGTH,
                        block_length=args.block_length or ANSWER_LENGTH)
+        if args.tradeoff:
+            rows = [(label, evaluate(model, examples, policy=policy, batch_size=args.batch_size, **{**options, **opts}))
+                    for label, policy, opts in TRADEOFF]
+            Console(width=150).print(_tradeoff_table(path.name, args.n_per_family, rows))
+            return 0
         t0 = time.perf_counter()
         res = evaluate(model, examples, policy=args.policy, batch_size=args.batch_size, **options)
         elapsed = time.perf_counter() - t0
@@ -82,6 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(f"{res['n']} examples in {elapsed:.1f}s")
     return 0
+
+
+def _tradeoff_table(name: str, n: int, rows: list[tuple[str, dict]]) -> Table:
+    """Rows = decoding settings; cells = accuracy % and mean NFE per family."""
+    fams = list(rows[0][1]["per_family"])
+    table = Table(title=f"{name}: exact match % (mean NFE) on {n} test examples per family, gen = block = 16")
+    table.add_column("decoding")
+    for fam in [*fams, "all"]:
+        table.add_column(fam, justify="right")
+    for label, res in rows:
+        cells = [f"{100 * res['per_family'][f]:.0f} ({res['nfe'][f]:.1f})" for f in fams]
+        mean_nfe = sum(res["nfe"].values()) / len(res["nfe"])
+        table.add_row(label, *cells, f"{100 * res['accuracy']:.1f} ({mean_nfe:.1f})")
+    return table
 
 
 if __name__ == "__main__":

@@ -55,13 +55,13 @@ def test_synthetic_table_files_and_resume(ckpt, tmp_path, capsys):
     report = json.loads((d / "report.json").read_text())
     assert [r["label"] for r in report["rows"]] == ["lowconf (baseline)", "threshold threshold=0.8", "factor"]
     assert report["rows"][0]["speedup_nfe"] == 1.0 and report["rows"][1]["speedup_time"] is not None
-    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 5
+    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 6
     summaries = {p.name: p.read_text() for p in d.glob("*.summary.json")}
     # Rerun: everything is on disk, the summaries do not change.
     code, out2, err = run_cli(capsys, *args)
     assert code == 0, err
     assert {p.name: p.read_text() for p in d.glob("*.summary.json")} == summaries
-    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 5
+    assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 6
 
 
 def test_synthetic_eval_on_the_shipped_model(tmp_path, capsys):
@@ -75,7 +75,7 @@ def test_synthetic_eval_on_the_shipped_model(tmp_path, capsys):
     base, thr = report["rows"]
     summaries = {p.name: json.loads(p.read_text()) for p in (tmp_path / "synthetic").glob("*.summary.json")}
     base_summary = summaries["lowconf_g16-b16-s16.summary.json"]
-    assert base_summary["n"] == 20
+    assert base_summary["n"] == 24
     assert base_summary["per_family"]["copy"] == 1.0 and base_summary["per_family"]["reverse"] == 1.0
     assert base_summary["mean_nfe"] == 16.0
     assert thr["speedup_nfe"] > 2.0

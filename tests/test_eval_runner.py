@@ -100,14 +100,14 @@ def test_policy_tag_and_run_checks():
 def test_synthetic_records_and_summary(model, tmp_path):
     s = runner.evaluate(model, "synthetic", "threshold", {"threshold": 0.7}, limit=1, out_dir=tmp_path, progress=False)
     tag = "threshold_threshold-0.7_g16-b16-s16"
-    assert s["tag"] == tag and s["n"] == 5 and s["policy"] == "threshold"
-    assert set(s["accuracy"]) == {"correct"} and set(s["per_family"]) == {"copy", "reverse", "sort", "add", "gsm-mini"}
+    assert s["tag"] == tag and s["n"] == 6 and s["policy"] == "threshold"
+    assert set(s["accuracy"]) == {"correct"} and set(s["per_family"]) == {"copy", "reverse", "sort", "add", "gsm-mini", "shuffle"}
     assert s["total_nfe"] > 0 and s["tpf"] is not None and s["mean_latency_s"] > 0 and "divided evenly" in s["timing"]
     assert json.loads((tmp_path / "synthetic" / f"{tag}.summary.json").read_text()) == s
     header = json.loads((tmp_path / "synthetic" / f"{tag}.jsonl").read_text().splitlines()[0])["_header"]
     assert header["config"]["options"] == {"threshold": 0.7} and header["config"]["gen_length"] == 16
     recs = _read(tmp_path / "synthetic" / f"{tag}.jsonl")
-    assert [r["id"] for r in recs] == ["copy-0", "reverse-0", "sort-0", "add-0", "gsm-mini-0"]
+    assert [r["id"] for r in recs] == ["copy-0", "reverse-0", "sort-0", "add-0", "gsm-mini-0", "shuffle-0"]
     r = recs[0]
     for key in ("id", "prompt", "completion", "postprocessed", "scores", "nfe", "gen_tokens", "latency_s", "policy",
                 "options", "family", "target"):
@@ -121,7 +121,7 @@ def test_resume_after_interrupt_recomputes_only_missing(model, tmp_path, monkeyp
     full = runner.evaluate(model, "synthetic", "lowconf", {}, limit=2, out_dir=tmp_path, progress=False)
     path = tmp_path / "synthetic" / "lowconf_g16-b16-s16.jsonl"
     before = _read(path)
-    assert len(before) == 10
+    assert len(before) == 12
     # Full rerun: nothing decoded, identical summary (timing included: it comes from the records).
     counter = CountingGenerate(monkeypatch)
     assert runner.evaluate(model, "synthetic", "lowconf", {}, limit=2, out_dir=tmp_path, progress=False) == full
@@ -133,7 +133,7 @@ def test_resume_after_interrupt_recomputes_only_missing(model, tmp_path, monkeyp
         warnings.simplefilter("ignore")  # the store warns that it drops the partial line
         again = runner.evaluate(model, "synthetic", "lowconf", {}, limit=2, out_dir=tmp_path, progress=False,
                                 warmup=False)
-    assert len(counter.prompts) == 6  # exactly the 6 samples not on disk
+    assert len(counter.prompts) == 8  # exactly the 8 samples not on disk
     after = _read(path)
     assert sorted(r["id"] for r in after) == sorted(r["id"] for r in before)  # none twice
     assert _strip(after, TIMING) == _strip(before, TIMING)
@@ -166,7 +166,7 @@ def test_leftover_shards_of_a_crashed_parallel_run_are_merged(model, tmp_path, m
     counter = CountingGenerate(monkeypatch)
     out = runner.evaluate(model, "synthetic", "lowconf", {}, limit=1, out_dir=tmp_path / "run", progress=False,
                           warmup=False)
-    assert len(counter.prompts) == 3
+    assert len(counter.prompts) == 4  # 6 samples, 2 on disk
     assert not list(bench_dir.glob("*.rank*"))
     merged = _read(Path(out["records"]))
     assert sorted(_strip(merged), key=lambda r: r["index"]) == _strip(recs)

@@ -11,6 +11,7 @@ from dllm.evals.synthetic import (
     ANSWER_LENGTH,
     FAMILIES,
     MAX_ANSWER_CHARS,
+    MULTI_ANSWER_FAMILIES,
     TEST_POOL_SIZE,
     SyntheticExample,
     generate_examples,
@@ -20,7 +21,8 @@ from dllm.evals.synthetic import (
 
 
 def test_families_exact_names() -> None:
-    assert FAMILIES == ("copy", "reverse", "sort", "add", "gsm-mini")
+    assert FAMILIES == ("copy", "reverse", "sort", "add", "gsm-mini", "shuffle")
+    assert MULTI_ANSWER_FAMILIES == ("shuffle",)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -91,9 +93,36 @@ def test_task_semantics() -> None:
             s = m.group(1)
             expected = {"copy": s, "reverse": s[::-1], "sort": "".join(sorted(s))}[ex.family]
             assert ex.answer == expected
+        elif ex.family == "shuffle":
+            m = re.fullmatch(r"shuffle:([a-z0-9]{4,8})=", ex.prompt)
+            assert m, ex.prompt
+            s = m.group(1)
+            assert len(set(s)) == len(s)  # distinct, so a repeated character is always an error
+            assert sorted(ex.answer) == sorted(s) and ex.answer != s
         else:
             assert ex.prompt.startswith("Q: ") and ex.prompt.endswith("? A:")
             assert ex.answer.isdigit()  # non-negative integer
+
+
+def test_shuffle_accepts_every_rearrangement_but_the_input() -> None:
+    import itertools
+
+    ex = SyntheticExample("shuffle", "shuffle:ab3k=", "k3ab", "shuffle-0")
+    perms = {"".join(p) for p in itertools.permutations("ab3k")}
+    assert all(score(ex, p) for p in perms - {"ab3k"})  # 23 right answers, not just the stored one
+    assert score(ex, "ba3k<|eos|>ab")
+    for wrong in ("ab3k", "aa3k", "ab3", "ab3kk", "ab3x", "", "k3ab k"):
+        assert not score(ex, wrong), wrong
+
+
+def test_shuffle_training_answers_vary_for_one_input() -> None:
+    """Random rearrangements (not one fixed rule) are what spreads the marginals that parallel decoding trips on."""
+    exs = generate_examples("shuffle", 300, seed=4)
+    firsts = {}
+    for ex in exs:
+        firsts.setdefault(len(ex.answer), []).append(ex.prompt[len("shuffle:")] == ex.answer[0])
+    same_first = sum(sum(v) for v in firsts.values()) / len(exs)
+    assert same_first < 0.35  # a random rearrangement keeps the first character in place 1/n of the time
 
 
 def test_gsm_mini_known_template() -> None:
@@ -111,7 +140,7 @@ def test_gsm_mini_known_template() -> None:
 
 
 def test_unknown_family_and_split_errors() -> None:
-    with pytest.raises(DllmError, match="copy, reverse, sort, add, gsm-mini"):
+    with pytest.raises(DllmError, match="copy, reverse, sort, add, gsm-mini, shuffle"):
         generate_examples("multiply", 3, seed=0)
     with pytest.raises(DllmError, match="gsm-mini"):
         load_split("test", 5, families=["copy", "nope"])

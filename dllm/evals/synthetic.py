@@ -5,6 +5,14 @@ on each other. These families give unique-answer tasks with growing token depend
 ``reverse`` < ``sort`` < ``add`` with carries < ``gsm-mini`` word problems) that a tiny character-level
 model can learn, so decoding policies can be compared on accuracy vs tokens-per-forward on a CPU.
 
+A unique-answer task is, in principle, safe to decode in parallel: once a model is good enough, every
+position's marginal is near one-hot and one forward can commit them all (a converged tiny model does exactly
+that). ``shuffle`` is ParallelBench's counter-example: any rearrangement of the input is right, so each
+position's marginal is spread over the input's characters and positions committed together, each from its
+own marginal, pick the same character (with the uniform marginals that random rearrangements teach, one
+step over n distinct characters succeeds with probability n!/n^n even when sampled, about 9% for n = 4).
+It is where more tokens per step must cost accuracy.
+
 Prompt formats (every character is in the char tokenizer of ``dllm.training.tokenizer``):
 
 * ``copy``     ``copy:ab3k=``         -> ``ab3k``   (3-8 chars from a-z0-9)
@@ -12,6 +20,8 @@ Prompt formats (every character is in the char tokenizer of ``dllm.training.toke
 * ``sort``     ``sort:8315=``         -> ``1358``   (3-8 digits, or 3-8 letters a-z; ascending, repeats kept)
 * ``add``      ``add:123+45=``        -> ``168``    (operands of 1-4 digits)
 * ``gsm-mini`` ``Q: Tom has 3 apples and buys 5 more. How many apples does Tom have? A:`` -> ``8``
+* ``shuffle``  ``shuffle:ab3k=``      -> ``k3ab`` or any other rearrangement of the (4-8 distinct) input
+  characters except the input itself; ``answer`` holds one random valid rearrangement, ``score`` accepts all
 
 The answer follows the prompt directly (no separator space) and is at most 12 characters.
 
@@ -35,7 +45,9 @@ from dataclasses import dataclass
 
 from dllm.errors import DllmError, check_choice
 
-FAMILIES: tuple[str, ...] = ("copy", "reverse", "sort", "add", "gsm-mini")
+FAMILIES: tuple[str, ...] = ("copy", "reverse", "sort", "add", "gsm-mini", "shuffle")
+MULTI_ANSWER_FAMILIES: tuple[str, ...] = ("shuffle",)
+"""Families whose ``answer`` is one of several right ones (``score`` checks validity, not equality)."""
 SPLITS: tuple[str, ...] = ("train", "test")
 ANSWER_LENGTH: int = 16
 """Answer-region length in tokens, shared by training and evaluation (answer + EOS fill)."""
@@ -115,12 +127,20 @@ def _gsm_mini(rng: random.Random) -> tuple[str, str]:
     return f"Q: {question} A:", str(a + b if op == "+" else a - b)
 
 
+def _shuffle(rng: random.Random) -> tuple[str, str]:
+    s = "".join(rng.sample(_ALNUM, rng.randint(4, 8)))
+    while (answer := "".join(rng.sample(s, len(s)))) == s:
+        pass
+    return f"shuffle:{s}=", answer
+
+
 _GENERATORS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "copy": _copy,
     "reverse": _reverse,
     "sort": _sort,
     "add": _add,
     "gsm-mini": _gsm_mini,
+    "shuffle": _shuffle,
 }
 
 
@@ -203,5 +223,10 @@ def _cut_at_eos(completion: str) -> str:
 
 
 def score(example: SyntheticExample, completion: str) -> bool:
-    """Exact match after cutting at the first end-of-text marker and stripping whitespace."""
-    return _cut_at_eos(completion).strip() == example.answer.strip()
+    """Exact match after cutting at the first end-of-text marker and stripping whitespace; for ``shuffle``,
+    any rearrangement of the input's characters other than the input itself (ParallelBench's rule)."""
+    text = _cut_at_eos(completion).strip()
+    if example.family == "shuffle":
+        source = example.prompt[len("shuffle:"):-1]
+        return sorted(text) == sorted(source) and text != source
+    return text == example.answer.strip()
