@@ -37,6 +37,21 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()[1:]]
 
 
+# --- dllm generate -----------------------------------------------------------------------------------------------------
+
+
+def test_generate_on_the_shipped_model(capsys):
+    code, out, err = run_cli(capsys, "generate", "add:12+34=")
+    assert code == 0, err
+    assert out.splitlines()[0] == "46" and "NFE 16" in out and "note:" not in err
+
+
+def test_generate_names_the_task_formats_for_a_foreign_prompt(capsys):
+    code, out, err = run_cli(capsys, "generate", "12+34=")
+    assert code == 0, err
+    assert "only knows the synthetic task formats" in err and "'add:12+34='" in err and "'12+34='" in err
+
+
 # --- dllm eval ---------------------------------------------------------------------------------------------------------
 
 

@@ -12,10 +12,12 @@ from dllm.evals.synthetic import (
     FAMILIES,
     MAX_ANSWER_CHARS,
     MULTI_ANSWER_FAMILIES,
+    PROMPT_EXAMPLES,
     TEST_POOL_SIZE,
     SyntheticExample,
     generate_examples,
     load_split,
+    prompt_family,
     score,
 )
 
@@ -152,3 +154,11 @@ def test_example_is_frozen() -> None:
     ex = SyntheticExample("copy", "copy:ab=", "ab", "copy-0")
     with pytest.raises(AttributeError):
         ex.answer = "x"  # type: ignore[misc]
+
+
+def test_prompt_family_recognises_every_generated_prompt_and_nothing_else() -> None:
+    for ex in load_split("test", 50, seed=0) + load_split("train", 50, seed=0):
+        assert prompt_family(ex.prompt) == ex.family, ex.prompt
+    assert [prompt_family(p) for p in PROMPT_EXAMPLES] == ["add", "copy", "reverse", "sort", "shuffle", "gsm-mini"]
+    for other in ("12+34=", "add:12+34", "copy:AB=", "sort:a1=", "hello", "", "Q: hi A:", "add:1+2=3"):
+        assert prompt_family(other) is None, other

@@ -38,6 +38,8 @@ def generate_command(
 
     if prompt == "-":
         prompt = sys.stdin.read()
+    if model is None:
+        _warn_if_not_a_task_prompt(prompt)
     lm = dllm.load_model(model or default_model_path(), device=device, dtype=dtype)
     defaults = lm.generation_defaults
     gen_length = gen_length or defaults.get("gen_length", 128)
@@ -71,3 +73,15 @@ def generate_command(
         f"[dim]{policy} · cache {cache} · {n_tokens} tokens · NFE {out.nfe} · "
         f"{out.tokens_per_forward:.2f} tok/forward · {tps:.1f} tok/s · {out.elapsed:.2f} s (model load excluded)[/]"
     )
+
+
+def _warn_if_not_a_task_prompt(prompt: str) -> None:
+    """The shipped tiny model only knows the synthetic task formats: say so (on stderr) instead of letting a
+    prompt like ``12+34=`` silently produce a wrong answer."""
+    from dllm.evals.synthetic import PROMPT_EXAMPLES, prompt_family
+
+    if prompt_family(prompt) is None:
+        Console(stderr=True).print(
+            f"[yellow]note:[/] the shipped tiny model only knows the synthetic task formats, e.g. "
+            f"{', '.join(repr(p) for p in PROMPT_EXAMPLES[:5])}; {prompt!r} is not one of them "
+            f"(pass --model for a real checkpoint)", markup=True, highlight=False, soft_wrap=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -142,6 +143,27 @@ _GENERATORS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "gsm-mini": _gsm_mini,
     "shuffle": _shuffle,
 }
+
+
+_PROMPT_PATTERNS: dict[str, re.Pattern[str]] = {
+    "copy": re.compile(r"copy:[a-z0-9]+="),
+    "reverse": re.compile(r"reverse:[a-z0-9]+="),
+    "sort": re.compile(r"sort:(?:[0-9]+|[a-z]+)="),
+    "add": re.compile(r"add:[0-9]+\+[0-9]+="),
+    "gsm-mini": re.compile(r"Q: .+\? A:"),
+    "shuffle": re.compile(r"shuffle:[a-z0-9]+="),
+}
+PROMPT_EXAMPLES: tuple[str, ...] = ("add:12+34=", "copy:ab3k=", "reverse:ab3k=", "sort:8315=", "shuffle:ab3k=",
+                                    "Q: Tom has 3 apples and buys 5 more. How many apples does Tom have? A:")
+"""One prompt per family, in the exact format the shipped tiny models were trained on."""
+
+
+def prompt_family(prompt: str) -> str | None:
+    """The family whose prompt format ``prompt`` follows, or None (the tiny models know nothing else)."""
+    for family, pattern in _PROMPT_PATTERNS.items():
+        if pattern.fullmatch(prompt):
+            return family
+    return None
 
 
 def _derive_seed(seed: int, split: str, family: str) -> int:
