@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dllm.errors import DllmError
+from dllm.evals.synthetic import ANSWER_LENGTH
 
 #: (label, policy, options) of ``--tradeoff``: fixed tokens per step, then confidence thresholds.
-TRADEOFF = [(f"lowconf {16 // s} tok/step", "lowconf", {"steps": s}) for s in (16, 8, 4, 2, 1)] + [
+TRADEOFF = [(f"lowconf {ANSWER_LENGTH // s} tok/step", "lowconf", {"steps": s}) for s in (16, 8, 4, 2, 1)] + [
     (f"threshold {t}", "threshold", {"threshold": t}) for t in (0.9, 0.7, 0.5)]
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import dllm
         from dllm.cli.common import parse_options
-        from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
+        from dllm.evals.synthetic import FAMILIES, load_split
         from dllm.training.diffusion import evaluate
 
         torch.set_num_threads(args.threads)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 def _tradeoff_table(name: str, n: int, rows: list[tuple[str, dict]]) -> Table:
     """Rows = decoding settings; cells = accuracy % and mean NFE per family."""
     fams = list(rows[0][1]["per_family"])
-    table = Table(title=f"{name}: exact match % (mean NFE) on {n} test examples per family, gen = block = 16")
+    table = Table(title=f"{name}: exact match % (mean NFE) on {n} test examples per family, gen = block = {ANSWER_LENGTH}")
     table.add_column("decoding")
     for fam in [*fams, "all"]:
         table.add_column(fam, justify="right")

@@ -47,8 +47,6 @@ from dataclasses import dataclass
 from dllm.errors import DllmError, check_choice
 
 FAMILIES: tuple[str, ...] = ("copy", "reverse", "sort", "add", "gsm-mini", "shuffle")
-MULTI_ANSWER_FAMILIES: tuple[str, ...] = ("shuffle",)
-"""Families whose ``answer`` is one of several right ones (``score`` checks validity, not equality)."""
 SPLITS: tuple[str, ...] = ("train", "test")
 ANSWER_LENGTH: int = 16
 """Answer-region length in tokens, shared by training and evaluation (answer + EOS fill)."""
@@ -151,11 +149,22 @@ _PROMPT_PATTERNS: dict[str, re.Pattern[str]] = {
     "sort": re.compile(r"sort:(?:[0-9]+|[a-z]+)="),
     "add": re.compile(r"add:[0-9]+\+[0-9]+="),
     "gsm-mini": re.compile(r"Q: .+\? A:"),
-    "shuffle": re.compile(r"shuffle:[a-z0-9]+="),
+    "shuffle": re.compile(r"shuffle:([a-z0-9]+)="),
 }
 PROMPT_EXAMPLES: tuple[str, ...] = ("add:12+34=", "copy:ab3k=", "reverse:ab3k=", "sort:8315=", "shuffle:ab3k=",
                                     "Q: Tom has 3 apples and buys 5 more. How many apples does Tom have? A:")
 """One prompt per family, in the exact format the shipped tiny models were trained on."""
+
+
+def _valid_shuffle(prompt: str, text: str) -> bool:
+    """ParallelBench's rule: any rearrangement of the input's characters other than the input itself."""
+    source = _PROMPT_PATTERNS["shuffle"].fullmatch(prompt).group(1)
+    return sorted(text) == sorted(source) and text != source
+
+
+_VALIDATORS: dict[str, Callable[[str, str], bool]] = {"shuffle": _valid_shuffle}
+MULTI_ANSWER_FAMILIES: tuple[str, ...] = tuple(_VALIDATORS)
+"""Families whose ``answer`` is one of several right ones (``score`` checks validity, not equality)."""
 
 
 def prompt_family(prompt: str) -> str | None:
@@ -248,7 +257,6 @@ def score(example: SyntheticExample, completion: str) -> bool:
     """Exact match after cutting at the first end-of-text marker and stripping whitespace; for ``shuffle``,
     any rearrangement of the input's characters other than the input itself (ParallelBench's rule)."""
     text = _cut_at_eos(completion).strip()
-    if example.family == "shuffle":
-        source = example.prompt[len("shuffle:"):-1]
-        return sorted(text) == sorted(source) and text != source
+    if example.family in _VALIDATORS:
+        return _VALIDATORS[example.family](example.prompt, text)
     return text == example.answer.strip()
