@@ -112,7 +112,7 @@ def test_wrong_solution_fails(problems):
 def test_looping_solution_times_out(problems):
     p = problems["HumanEval/2"]
     res = he.check(p, p["prompt"] + "    while True:\n        pass\n", timeout=1.0)
-    assert res == {"passed": False, "result": "timed out"}
+    assert (res["passed"], res["result"]) == (False, "timed out")
 
 
 def test_helper_only_used_by_tests_is_dropped_like_the_reference(problems):

