@@ -141,3 +141,131 @@ def test_bad_arguments_raise_dllm_error():
         run_untrusted("pass", timeout=0)
     with pytest.raises(DllmError, match="memory_mb"):
         run_untrusted("pass", memory_mb=1)
+
+
+# --- isolation mode, verdict token, judge ---------------------------------------------------------------------
+
+from dllm.evals import execution  # noqa: E402
+
+
+def test_result_reports_the_isolation_mode():
+    res = run_untrusted("pass", timeout=5)
+    assert res.passed and res.isolation == execution.isolation_mode()
+    assert res.isolation in execution.ISOLATION_MODES
+
+
+@pytest.mark.skipif(execution._probe("bwrap") is None, reason="bubblewrap cannot start here")
+def test_bwrap_is_preferred_and_hides_the_host():
+    assert execution.isolation_mode() == "bwrap"
+    code = "import os\nprint('PID', os.getpid(), 'ROOT', sorted(os.listdir('/')), 'CWD', os.path.exists(%r))" % os.getcwd()
+    res = run_untrusted(code, timeout=5)
+    assert res.passed, res.output
+    pid, rest = res.output.split("PID ")[1].split(" ROOT ")
+    assert int(pid) <= 3  # a fresh PID namespace
+    assert "'work'" not in rest and "CWD False" in res.output  # the repository is not even visible
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nsys.modules['__main__']._real_exit(0)",
+        "import sys\ndel sys.modules['posix']\nimport posix\nposix._exit(0)",
+        "import ctypes\nctypes.CDLL(None)._exit(0)",
+    ],
+)
+def test_exit_status_zero_is_not_a_pass(code):
+    res = run_untrusted(code + "\nraise AssertionError('tests not reached')", timeout=5)
+    assert res.status == "failed" and not res.passed
+    assert "exited before its end" in res.output
+
+
+def test_run_tests_passes_only_when_check_returns():
+    test = "def check(candidate):\n    assert candidate([3, 1, 2]) == [1, 2, 3]\n    assert candidate(()) == []\n"
+    good = execution.run_tests("def f(xs):\n    print('called')\n    return sorted(xs)\n", test, "f", timeout=5)
+    assert good.passed and good.status == "passed" and "called" in good.output
+    bad = execution.run_tests("def f(xs):\n    return list(xs)\n", test, "f", timeout=5)
+    assert bad.status == "failed" and bad.output.strip().endswith("AssertionError")
+
+
+@pytest.mark.parametrize(
+    "value, literal",
+    [
+        ("None", "None"), ("True", "True"), ("-7", "-7"), ("2 ** 200", "2 ** 200"), ("0.1", "0.1"),
+        ("float('inf')", "float('inf')"), ("1 + 2j", "1 + 2j"), ("'é\\n'", "'é\\n'"), ("b'\\x00\\xff'", "b'\\x00\\xff'"),
+        ("[1, (2, 3), {4}, frozenset({5})]", "[1, (2, 3), {4}, frozenset({5})]"),
+        ("{(1, 2): [3], 'k': {'n': None}}", "{(1, 2): [3], 'k': {'n': None}}"),
+    ],
+)
+def test_plain_data_crosses_to_the_judge_with_its_exact_type(value, literal):
+    test = (
+        "def check(candidate):\n"
+        f"    got, want = candidate(), {literal}\n"
+        "    assert type(got) is type(want) and got == want, (got, want)\n"
+        "    if isinstance(got, (list, dict)):\n"
+        "        assert [type(x) for x in got] == [type(x) for x in want]\n"
+    )
+    res = execution.run_tests(f"def f():\n    return {value}\n", test, "f", timeout=5)
+    assert res.passed, res.output
+
+
+def test_tuple_and_list_are_not_confused():
+    test = "def check(candidate):\n    assert candidate() == [1, 2]\n"
+    assert not execution.run_tests("def f():\n    return (1, 2)\n", test, "f", timeout=5).passed
+
+
+def test_arguments_and_helpers_cross_and_exceptions_keep_their_type():
+    program = (
+        "def helper(x):\n    return x * 10\n"
+        "def f(xs, *, scale=1):\n    if not xs:\n        raise ValueError('empty')\n    return [helper(x) * scale for x in xs]\n"
+    )
+    test = (
+        "def check(candidate):\n"
+        "    assert candidate([1, 2], scale=2) == [20, 40]\n"
+        "    assert helper(3) == 30\n"  # a program-defined helper the test calls, as HumanEval/32 does
+        "    try:\n        candidate([])\n    except ValueError as e:\n        assert str(e) == 'empty'\n"
+        "    else:\n        raise AssertionError('no ValueError')\n"
+    )
+    res = execution.run_tests(program, test, "f", timeout=5)
+    assert res.passed, res.output
+
+
+def test_unsupported_results_and_load_errors_fail_with_a_reason():
+    test = "def check(candidate):\n    assert candidate() == 1\n"
+    res = execution.run_tests("def f():\n    return iter([1])\n", test, "f", timeout=5)
+    assert res.status == "failed" and "only plain data" in res.output
+    res = execution.run_tests("import no_such_module_xyz\ndef f():\n    return 1\n", test, "f", timeout=5)
+    assert res.status == "failed" and res.output.strip().endswith("No module named 'no_such_module_xyz'")
+    res = execution.run_tests("def g():\n    return 1\n", test, "f", timeout=5)
+    assert res.status == "failed" and res.output.strip().endswith("name 'f' is not defined")
+
+
+def test_run_tests_times_out_and_rejects_bad_arguments():
+    start = time.monotonic()
+    res = execution.run_tests("def f():\n    while True:\n        pass\n", "def check(c):\n    c()\n", "f", timeout=1.0)
+    assert res.status == "timeout" and time.monotonic() - start < 4
+    with pytest.raises(DllmError, match="entry_point"):
+        execution.run_tests("", "", "not an identifier")
+
+
+def test_forced_mode_and_weak_mode_warning(monkeypatch):
+    monkeypatch.setenv("DLLM_SANDBOX", "chroot")
+    with pytest.raises(DllmError, match="DLLM_SANDBOX='chroot'.*auto, bwrap, unshare, none"):
+        run_untrusted("pass")
+    monkeypatch.setenv("DLLM_SANDBOX", "none")
+    res = run_untrusted("pass", timeout=5)
+    assert res.passed and res.isolation == "none"
+    # Without namespaces (forced here by probing nothing), auto falls back to none and warns once.
+    monkeypatch.setenv("DLLM_SANDBOX", "auto")
+    monkeypatch.setattr(execution, "_probe_cache", {"bwrap": None, "unshare": None})
+    monkeypatch.setattr(execution, "_warned_none", False)
+    with pytest.warns(RuntimeWarning, match="isolation='none'"):
+        assert execution.isolation_mode() == "none"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert execution.isolation_mode() == "none"  # no second warning
+    # The verdict still needs the judge's token in the weak mode.
+    res = execution.run_tests("def f():\n    import sys\n    del sys.modules['posix']\n    import posix\n    posix._exit(0)\n",
+                              "def check(c):\n    assert c() == 1\n", "f", timeout=5)
+    assert not res.passed and res.isolation == "none"

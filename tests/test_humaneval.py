@@ -147,3 +147,52 @@ def test_load_from_path_and_errors(tmp_path):
         he.load_humaneval(tmp_path / "missing.jsonl")
     with pytest.raises(DllmError, match="limit"):
         he.load_humaneval(limit=0)
+
+
+# --- loading: one-line errors --------------------------------------------------------------------------------
+
+GOOD = '{"task_id": "T/0", "prompt": "def f():\\n", "test": "def check(c):\\n    pass\\n", "entry_point": "f"}'
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe not utf-8\n", r"is not UTF-8 text"),
+        (GOOD.encode() + b"\n{not json\n", r"line 2 is not valid JSON \(Expecting property name"),
+        (b'{"prompt": "p", "test": "t", "entry_point": "f"}\n', r"line 1 \(task_id None\) lacks task_id"),
+        (b'{"task_id": "T/1", "prompt": "p"}\n', r"line 1 \(task_id 'T/1'\) lacks test, entry_point"),
+        (b'["T/1"]\n', r"line 1 is a JSON list, expected an object"),
+        (b'{"task_id": "T/1", "prompt": "p", "test": 3, "entry_point": "f"}\n', r"test must be strings"),
+        (GOOD.encode() + b"\n\n" + GOOD.encode() + b"\n", r"line 3 repeats task_id 'T/0' from line 1"),
+        (b"\n\n", r"holds no problems"),
+    ],
+    ids=["not-utf8", "bad-json", "no-task-id", "missing-keys", "not-object", "not-string", "repeat", "empty"],
+)
+def test_malformed_files_give_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DllmError, match=message) as info:
+        he.load_humaneval(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text
+
+
+def test_gzip_file_and_gzip_errors(tmp_path):
+    import gzip
+
+    good = tmp_path / "ok.jsonl.gz"
+    with gzip.open(good, "wt", encoding="utf-8") as f:
+        f.write(GOOD + "\n")
+    assert [p["task_id"] for p in he.load_humaneval(good)] == ["T/0"]
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"this is not gzip")
+    with pytest.raises(DllmError, match="cannot read HumanEval file .*broken.jsonl.gz"):
+        he.load_humaneval(broken)
+
+
+def test_score_reports_the_isolation_mode(problems):
+    from dllm.evals.execution import isolation_mode
+
+    p = problems["HumanEval/2"]
+    res = he.score(p, p["canonical_solution"])
+    assert res["passed"] and res["isolation"] == isolation_mode()
