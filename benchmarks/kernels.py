@@ -1,4 +1,4 @@
-"""Triton vs PyTorch timing for the hot-path kernels in ``dllm.cache.kernels``.
+"""Triton vs PyTorch timing for the hot-path kernels in ``dllm.kernels``.
 
 On CUDA every kernel runs both paths on decode-shaped inputs (LLaDA-8B-like attention, a 126k vocabulary)
 and prints a table with the median time per call, the speed ratio and the largest difference between the

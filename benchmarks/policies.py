@@ -47,7 +47,7 @@ def load_benchmark_model(name: str | None, device: str, console: Console) -> tup
 
 
 def resolve_filter(arg: str | None, model: Any, model_name: str, console: Console) -> str:
-    from dllm.samplers.research.learned import default_filter_path
+    from dllm.samplers.learned import default_filter_path
 
     if arg:
         return arg
@@ -57,7 +57,8 @@ def resolve_filter(arg: str | None, model: Any, model_name: str, console: Consol
     console.print("[bold yellow]warning:[/] no shipped filter for this model; training a quick one "
                   "(200 train prompts, 1500 iterations)")
     from dllm.evals.synthetic import ANSWER_LENGTH, load_split
-    from dllm.training.filter import collect_filter_data, save_filter, train_filter
+    from dllm.samplers.learned import save_filter
+    from dllm.training.filter import collect_filter_data, train_filter
 
     prompts = [ex.prompt for ex in load_split("train", 40)]
     data = collect_filter_data(model, prompts, ANSWER_LENGTH, ANSWER_LENGTH, batch_size=100)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from dllm.api import generate as dllm_generate
         from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
-        from dllm.training.filter import oracle_nfe, oracle_policy
+        from dllm.samplers.oracle import oracle_nfe, oracle_policy
 
         torch.set_num_threads(args.threads)
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. adaptive blocks without a newline token

@@ -1,34 +1,27 @@
-"""The stable Python API: ``load_model``, ``generate``, ``policies``."""
+"""The stable Python API: ``load_model``, ``generate``, ``policies``, ``caches``, ``block_schedules``."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
 
 import torch
 
-from dllm.cache import cache_options, caches, make_cache
-from dllm.engine import GenerationOutput, _as_prompt_list, denoise
-from dllm.errors import DllmError, check_choice
+from dllm.cache import caches, make_cache
+from dllm.engine import GenerationOutput, as_prompt_list, denoise
+from dllm.errors import DllmError
 from dllm.models import DiffusionLM, load_model
+from dllm.options import route_options
 from dllm.samplers.base import Policy
-from dllm.samplers.registry import make_policy, policies, policy_spec
-from dllm.samplers.schedules import BlockSchedule, FixedBlocks
+from dllm.samplers.registry import SCHEDULES, make_policy, make_schedule, policies
+from dllm.samplers.schedules import BlockSchedule
 
-BLOCK_SCHEDULES = ("fixed", "adaptive")
-
-
-def _schedule_factory(name: str):
-    check_choice("block schedule", name, BLOCK_SCHEDULES)
-    if name == "fixed":
-        return FixedBlocks
-    from dllm.samplers.adaptive import AdaptiveBlocks
-
-    return AdaptiveBlocks
+#: gen_length when neither the caller nor the checkpoint's generation defaults give one
+DEFAULT_GEN_LENGTH = 128
 
 
-def _params(fn: Any, skip: Sequence[str] = ()) -> list[str]:
-    return [p for p in inspect.signature(fn).parameters if p not in skip]
+def block_schedules() -> dict[str, str]:
+    """Block schedule name -> one-line description."""
+    return SCHEDULES.summaries()
 
 
 def default_block_length(gen_length: int) -> int:
@@ -36,11 +29,53 @@ def default_block_length(gen_length: int) -> int:
     return 32 if gen_length % 32 == 0 else gen_length
 
 
+def decoding_lengths(model: Any, gen_length: int | None = None, block_length: int | None = None,
+                     steps: int | None = None) -> tuple[int, int, int]:
+    """``(gen_length, block_length, steps)`` as ``dllm.generate`` and ``dllm generate`` use them: what the caller
+    gives, else the checkpoint's generation defaults (``generation_config.json``, key ``dllm``), else
+    gen_length 128, block 32 when it divides gen_length (else one block), steps = gen_length. The checkpoint's
+    block length and steps apply only at its own gen_length."""
+    shipped = dict(getattr(model, "generation_defaults", None) or {})
+    g = _positive_int("gen_length", shipped.get("gen_length", DEFAULT_GEN_LENGTH) if gen_length is None else gen_length)
+    own = g == shipped.get("gen_length")
+    if block_length is None:
+        block_length = shipped["block_length"] if own and "block_length" in shipped else default_block_length(g)
+    if steps is None:
+        steps = shipped["steps"] if own and "steps" in shipped else g
+    return g, _positive_int("block_length", block_length), _positive_int("steps", steps)
+
+
+def default_chat(model: Any) -> bool:
+    """Whether text prompts go through the chat template by default: the checkpoint's ``chat`` generation
+    default, else whether its name says "instruct" (as the references run LLaDA-Instruct)."""
+    shipped = getattr(model, "generation_defaults", None) or {}
+    if "chat" in shipped:
+        return bool(shipped["chat"])
+    return "instruct" in str(getattr(model, "name_or_path", "")).lower()
+
+
+def encode_prompt(model: Any, prompt: str, chat: bool | None = None) -> list[int]:
+    """Token ids of one text prompt; with ``chat`` (default: :func:`default_chat`) the model's chat template wraps
+    it as one user message (rendered to text, then tokenized without extra special tokens, as the reference
+    scripts do)."""
+    tok = model.tokenizer
+    if tok is None:
+        raise DllmError(f"model {model.name_or_path!r} ships no tokenizer; text prompts need one")
+    if default_chat(model) if chat is None else chat:
+        if not getattr(tok, "chat_template", None):
+            raise DllmError(f"model {model.name_or_path!r} has no chat template; use --no-chat")
+        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise DllmError("empty prompt")
+    return list(ids)
+
+
 def generate(
     model: DiffusionLM,
     input_ids: Any,
     policy: str | Policy = "lowconf",
-    gen_length: int = 128,
+    gen_length: int | None = None,
     block_length: int | None = None,
     steps: int | None = None,
     cache: str = "none",
@@ -50,53 +85,46 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     stop_at_eos: bool = True,
     trace: bool = False,
+    chat: bool | None = None,
     **options: Any,
 ) -> GenerationOutput:
     """Generate ``gen_length`` tokens after each prompt with an unmasking ``policy``.
 
     ``input_ids``: a [B, L] tensor (with ``attention_mask`` for padded rows), a list of id lists (ragged is
-    fine) or text. ``steps`` (default ``gen_length``) is the total step budget of quota policies, spread
-    evenly over ``gen_length / block_length`` blocks (default block 32 when it divides gen_length).
-    ``options`` go to whichever of the policy, the cache and the block schedule accepts them (e.g.
-    ``threshold=0.9``, ``refresh=8``); an option nobody accepts is an error listing what is allowed.
-    ``stop_at_eos`` ends a row once an end token is decided with everything before it decided (its text is
-    then final); the rest of the row is filled with EOS and costs no more forwards.
+    fine), or text (one string or a list); text goes through the chat template when ``chat`` (default: the
+    checkpoint's, as ``dllm generate``). Lengths default as in :func:`decoding_lengths` (the checkpoint's own
+    decoding settings first). ``steps`` is the total step budget of quota policies, spread evenly over the
+    blocks. ``options`` go to whichever of the policy, the cache and the block schedule declares them
+    (``dllm.options.route_options``; e.g. ``threshold=0.9``, ``refresh=8``); an option nobody declares is an
+    error listing what is allowed. ``stop_at_eos`` ends a row once an end token is decided with everything
+    before it decided (its text is then final); the rest of the row is filled with EOS and costs no forwards.
     """
     if model.special is None:
         raise DllmError("model has no special-token ids; load it with dllm.load_model")
-    gen_length = _positive_int("gen_length", gen_length)
-    block_length = default_block_length(gen_length) if block_length is None else _positive_int("block_length", block_length)
-    steps = gen_length if steps is None else _positive_int("steps", steps)
-    check_choice("cache", cache, list(caches()))
-
-    # Route options to the pieces that accept them.
-    policy_opts = policy_spec(policy).options() if isinstance(policy, str) else []
-    cache_opts = cache_options(cache)
-    sched_opts = [] if not isinstance(block_schedule, str) else _params(_schedule_factory(block_schedule), ("gen_length", "block_length", "steps"))
-    allowed = set(policy_opts) | set(cache_opts) | set(sched_opts)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise DllmError(f"unknown option {unknown[0]!r}; allowed for this policy/cache/schedule: {', '.join(sorted(allowed)) or 'none'}")
+    gen_length, block_length, steps = decoding_lengths(model, gen_length, block_length, steps)
+    routed = route_options(policy, cache, block_schedule, options)
+    policy_opts = dict(routed.policy)
     if temperature is not None:
-        if "temperature" not in policy_opts and isinstance(policy, str):
-            raise DllmError(f"policy {policy!r} takes no temperature")
-        options["temperature"] = temperature
-    pol = make_policy(policy, **{k: v for k, v in options.items() if k in policy_opts})
-
+        if isinstance(policy, Policy):
+            raise DllmError("temperature given together with a ready Policy object; set it on the policy")
+        policy_opts["temperature"] = temperature
+    pol = make_policy(policy, **policy_opts)
     if isinstance(block_schedule, str):
-        schedule = _schedule_factory(block_schedule)(
-            gen_length=gen_length, block_length=block_length, steps=steps, **{k: v for k, v in options.items() if k in sched_opts}
-        )
+        schedule = make_schedule(block_schedule, gen_length, block_length, steps, **routed.block_schedule)
     else:
         schedule = block_schedule
     if hasattr(schedule, "bind"):  # schedules that read the tokenizer (e.g. AdaBlock's delimiters)
         schedule.bind(model)
-    copts = {k: v for k, v in options.items() if k in cache_opts}
 
     def cache_factory(key_mask, positions, gen_start, gen_end):
-        return make_cache(cache, model, key_mask, positions, gen_start, gen_end, **copts)
+        return make_cache(cache, model, key_mask, positions, gen_start, gen_end, **routed.cache)
 
-    prompts = _as_prompt_list(model, input_ids, attention_mask)
+    if isinstance(input_ids, str) or (isinstance(input_ids, (list, tuple)) and input_ids
+                                      and isinstance(input_ids[0], str)):
+        texts = [input_ids] if isinstance(input_ids, str) else list(input_ids)
+        prompts = [encode_prompt(model, t, chat) for t in texts]
+    else:
+        prompts = as_prompt_list(model, input_ids, attention_mask)
     return denoise(
         model, prompts, pol, schedule, cache_factory, gen_length,
         temperature=float(pol.options.get("temperature", 0.0)), seed=seed, stop_at_eos=stop_at_eos, trace=trace,
@@ -105,6 +133,8 @@ def generate(
 
 
 def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise DllmError(f"{name} must be a positive integer, got {value!r}")
     try:
         v = int(value)
     except (TypeError, ValueError):
@@ -114,4 +144,5 @@ def _positive_int(name: str, value: Any) -> int:
     return v
 
 
-__all__ = ["generate", "load_model", "policies", "caches", "default_block_length", "BLOCK_SCHEDULES"]
+__all__ = ["generate", "load_model", "policies", "caches", "block_schedules", "default_block_length",
+           "decoding_lengths", "default_chat", "encode_prompt", "DEFAULT_GEN_LENGTH"]

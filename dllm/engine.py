@@ -72,6 +72,9 @@ class GenerationOutput:
     end_ids: tuple[int, ...]
     trace: Trace | None = None
     texts: list[str] | None = None
+    #: the cache manager's counters (``CacheManager.stats``): ``calls``, per-row ``nfe``; KV caches add per-row
+    #: ``refreshes`` (full forwards) and ``forwarded`` (positions run through the model)
+    cache_stats: dict[str, Any] = field(default_factory=dict)
 
     def generated_counts(self) -> list[int]:
         """Per row: tokens before the first end token (EOS/EOT), the 'generated tokens' of our metrics."""
@@ -92,7 +95,7 @@ class GenerationOutput:
         return sum(self.generated_counts()) / total_nfe if total_nfe else 0.0
 
 
-def _as_prompt_list(model: DiffusionLM, input_ids: Any, attention_mask: Tensor | None) -> list[list[int]]:
+def as_prompt_list(model: DiffusionLM, input_ids: Any, attention_mask: Tensor | None) -> list[list[int]]:
     if isinstance(input_ids, str) or (isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], str)):
         if model.tokenizer is None:
             raise DllmError("text prompts need a tokenizer, and this model has none; pass token ids")
@@ -296,6 +299,7 @@ def denoise(
     return GenerationOutput(
         tokens=tokens, nfe=cache.calls, seq_nfe=cache.nfe.tolist(), steps=iterations, elapsed=elapsed,
         prompt_lengths=[len(p) for p in prompts], end_ids=special.end_ids, trace=record, texts=texts,
+        cache_stats=cache.stats(),
     )
 
 

@@ -7,12 +7,11 @@ import pytest
 import torch
 
 import dllm
-from dllm.cache import cache_options, caches, make_cache
-from dllm.engine import build_canvas, denoise
+from dllm.cache import CACHES as CACHES_REGISTRY
+from dllm.cache import caches, make_cache
+from dllm.engine import build_canvas
 from dllm.errors import DllmError
 from dllm.models.tiny import make_tiny_model
-from dllm.samplers.registry import make_policy
-from dllm.samplers.schedules import FixedBlocks
 
 CACHES = ("prefix", "dual", "delayed")
 PROMPTS = [[7, 8, 9, 10, 11], [12, 13], [20, 21, 22, 23, 24, 25, 26, 27]]
@@ -234,18 +233,9 @@ def test_ragged_batch_equals_single_runs(model, cache, policy, opts):
 
 
 # --- (e) NFE conventions ----------------------------------------------------------------------------------
-def _run_with_manager(m, cache, policy="lowconf", prompts=PROMPTS, **opts):
-    pol_opts = {k: v for k, v in opts.items() if k not in cache_options(cache)}
-    cache_opts = {k: v for k, v in opts.items() if k in cache_options(cache)}
-    made = []
-
-    def factory(key_mask, positions, gen_start, gen_end):
-        made.append(make_cache(cache, m, key_mask, positions, gen_start, gen_end, **cache_opts))
-        return made[0]
-
-    out = denoise(m, prompts, make_policy(policy, **pol_opts), FixedBlocks(GEN, BLOCK, GEN), factory, GEN,
-                  stop_at_eos=False)
-    return out, made[0]
+def _run_with_stats(m, cache, policy="lowconf", prompts=PROMPTS, **opts):
+    return dllm.generate(m, prompts, policy=policy, gen_length=GEN, block_length=BLOCK, steps=GEN, cache=cache,
+                         stop_at_eos=False, **opts)
 
 
 @pytest.mark.parametrize("cache,refresh,per_block", [
@@ -255,20 +245,20 @@ def _run_with_manager(m, cache, policy="lowconf", prompts=PROMPTS, **opts):
 def test_nfe_and_refresh_counts(cache, refresh, per_block):
     m = _model("llada")
     opts = {} if refresh is None else {"refresh": refresh}
-    out, mgr = _run_with_manager(m, cache, **opts)
+    out = _run_with_stats(m, cache, **opts)
     blocks = GEN // BLOCK
     assert out.seq_nfe == [GEN] * 3 and out.nfe == GEN  # one forward per row per step; refresh fused
-    assert mgr.refreshes.tolist() == [blocks * per_block] * 3
+    assert out.cache_stats["refreshes"] == [blocks * per_block] * 3
 
 
 def test_nfe_one_per_step_when_rows_are_out_of_phase():
     m = _model("dream", peaky=40.0)
-    out, mgr = _run_with_manager(m, "dual", "threshold", threshold=0.7)
-    single = [_run_with_manager(m, "dual", "threshold", prompts=[p], threshold=0.7)[0].seq_nfe[0] for p in PROMPTS]
+    out = _run_with_stats(m, "dual", "threshold", threshold=0.7)
+    single = [_run_with_stats(m, "dual", "threshold", prompts=[p], threshold=0.7).seq_nfe[0] for p in PROMPTS]
     assert out.seq_nfe == single
     assert out.steps == max(single)
-    assert out.nfe >= max(single) and sum(out.seq_nfe) == int(mgr.nfe.sum())
-    assert mgr.refreshes.tolist() == [GEN // BLOCK] * 3
+    assert out.nfe >= max(single) and sum(out.seq_nfe) == sum(out.cache_stats["nfe"])
+    assert out.cache_stats["refreshes"] == [GEN // BLOCK] * 3
 
 
 def test_block_done_in_one_step_costs_one_forward():
@@ -294,7 +284,7 @@ def test_registry_and_options():
     names = caches()
     assert {"none", "prefix", "dual", "delayed"} <= set(names)
     for cache in CACHES:
-        assert cache_options(cache) == ["refresh", "vicinity"]
+        assert CACHES_REGISTRY.get(cache).option_names() == ["refresh", "vicinity"]
 
 
 @pytest.mark.parametrize("kwargs", [

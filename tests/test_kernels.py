@@ -1,4 +1,4 @@
-"""Kernels of dllm.cache.kernels: references against naive code, Triton (CPU interpreter) against references.
+"""Kernels of dllm.kernels: references against naive code, Triton (CPU interpreter) against references.
 
 TRITON_INTERPRET must be set before the kernel modules are imported: Triton decides at ``@triton.jit``
 decoration time whether a kernel is compiled or interpreted.
@@ -23,17 +23,18 @@ from dllm.errors import DllmError  # noqa: E402
 
 def _import_kernels():
     """Import the kernels interpreted, re-importing them if an earlier test module imported them compiled."""
-    loaded = sys.modules.get("dllm.cache.kernels")
+    loaded = sys.modules.get("dllm.kernels")
     if loaded is not None and loaded.triton_available() and not loaded.TRITON_INTERPRETED:
-        for name in [n for n in sys.modules if n == "dllm.cache.kernels" or n.startswith("dllm.cache.kernels.")]:
+        for name in [n for n in sys.modules if n == "dllm.kernels" or n.startswith("dllm.kernels.")]:
             del sys.modules[name]
-    return importlib.import_module("dllm.cache.kernels")
+    return importlib.import_module("dllm.kernels")
 
 
 K = _import_kernels()
-attn_mod = importlib.import_module("dllm.cache.kernels.attention")
-conf_mod = importlib.import_module("dllm.cache.kernels.confidence")
-scat_mod = importlib.import_module("dllm.cache.kernels.scatter")
+D = importlib.import_module("dllm.kernels.dispatch")
+attn_mod = importlib.import_module("dllm.kernels.attention")
+conf_mod = importlib.import_module("dllm.kernels.confidence")
+scat_mod = importlib.import_module("dllm.kernels.scatter")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Attention output vs an fp32 reference on the same (rounded) inputs: fp32 is exact up to summation order;
@@ -267,14 +268,14 @@ def test_auto_and_torch_use_the_reference_on_cpu(monkeypatch):
 def test_forced_triton_on_cpu_needs_the_interpreter(monkeypatch, triton_kernels):
     monkeypatch.setenv("DLLM_KERNELS", "triton")
     assert K.use_triton(torch.zeros(1))
-    monkeypatch.setattr(K, "TRITON_INTERPRETED", False)
+    monkeypatch.setattr(D, "TRITON_INTERPRETED", False)
     with pytest.raises(DllmError, match="TRITON_INTERPRET"):
         K.use_triton(torch.zeros(1))
 
 
 def test_forced_triton_without_triton_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DLLM_KERNELS", "triton")
-    monkeypatch.setattr(K, "triton_available", lambda: False)
+    monkeypatch.setattr(D, "triton_available", lambda: False)
     with pytest.raises(DllmError, match="triton does not import"):
         K.use_triton(torch.zeros(1))
 

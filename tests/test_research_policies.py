@@ -10,20 +10,15 @@ import torch
 import dllm
 from dllm.errors import DllmError
 from dllm.models.base import SpecialTokens
-from dllm.samplers.adaptive import AdaptiveBlocks
+from dllm.samplers.schedules.adaptive import AdaptiveBlocks
 from dllm.samplers.base import PolicyState, StepContext
-from dllm.samplers.registry import make_policy, policy_spec
-from dllm.samplers.research import CreditProcessor, EarlyCommit, EndOfTextPrediction, prophet_threshold, should_exit
-from dllm.training.filter import (
-    FilterMLP,
-    collect_filter_data,
-    load_filter,
-    oracle_nfe,
-    oracle_policy,
-    save_filter,
-    train_filter,
-    trace_examples,
-)
+from dllm.samplers.credit import CreditProcessor
+from dllm.samplers.eotp import EndOfTextPrediction
+from dllm.samplers.learned import FilterMLP, load_filter, save_filter
+from dllm.samplers.oracle import oracle_nfe, oracle_policy
+from dllm.samplers.prophet import EarlyCommit, prophet_threshold, should_exit
+from dllm.samplers.registry import make_policy, policy_options
+from dllm.training.filter import collect_filter_data, train_filter, trace_examples
 from fake_model import EOS, MASK, ScriptedLM, content_script, dist, gap, peaked
 
 V = 16
@@ -290,7 +285,7 @@ def filters(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(dllm.policies()))
 def test_eotp_and_early_commit_are_options_of_every_policy(name, filters):
     extra = {"filter_path": filters["all"]} if name == "learnedfilter" else {}
-    assert {"eotp", "eotp_threshold", "early_commit"} <= set(policy_spec(name).options())
+    assert {"eotp", "eotp_threshold", "early_commit"} <= {o.name for o in policy_options(name)}
     pol = make_policy(name, eotp="threshold", **extra)
     assert isinstance(pol.modifiers[-1], EndOfTextPrediction) and pol.window == "answer"
     pol = make_policy(name, early_commit=True, **extra)
@@ -429,7 +424,7 @@ def test_ragged_batch_equals_single_runs(name, opts, filters):
     ("creditdecoding", dict(threshold=1.5), "threshold"),
     ("creditdecoding", dict(decay_beta=2), "decay_beta"),
     ("creditdecoding", dict(credit_alpah=1), "unknown option 'credit_alpah'"),
-    ("earlycommit", dict(base="bogus"), "earlycommit base"),
+    ("earlycommit", dict(base="bogus"), "base .bogus. is not allowed; choose one of: lowconf, threshold"),
     ("earlycommit", dict(early_commit_thresholds=(1, 2)), "three numbers"),
     ("earlycommit", dict(answer_region="5"), "start:end"),
     ("earlycommit", dict(answer_region=(4, 2)), "start < end"),
@@ -466,7 +461,7 @@ def test_schedule_and_runtime_errors_are_one_line(opts, match):
 
 
 def test_shipped_filter_is_the_default():
-    from dllm.samplers.research.learned import default_filter_path
+    from dllm.samplers.learned import default_filter_path
 
     if not default_filter_path().is_dir():
         pytest.skip("no shipped filter")

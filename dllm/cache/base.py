@@ -14,6 +14,10 @@ import torch
 from torch import Tensor
 
 from dllm.models.base import DiffusionLM
+from dllm.registry import Registry
+
+#: cache managers by name; the modules of ``dllm.cache`` register theirs
+CACHES = Registry("cache", "dllm.cache")
 
 
 class CacheManager:
@@ -32,8 +36,10 @@ class CacheManager:
         self.nfe = torch.zeros(key_mask.shape[0], dtype=torch.long)  #: forwards each row took part in
         self.calls = 0  #: batched model calls
 
-    def options(self) -> dict[str, Any]:
-        return {}
+    def stats(self) -> dict[str, Any]:
+        """Counters of this call, copied into ``GenerationOutput.cache_stats``: ``calls`` (batched model calls),
+        ``nfe`` (per row: forwards it took part in); subclasses add theirs."""
+        return {"calls": self.calls, "nfe": self.nfe.tolist()}
 
     def logits(self, canvas: Tensor, active: Tensor, block_start: Tensor, block_end: Tensor,
                window: tuple[int, int]) -> Tensor:
@@ -72,6 +78,7 @@ def scatter_rows(out: Tensor, rows: Tensor, batch: int) -> Tensor:
     return full
 
 
+@CACHES.register("none", "no cache: every step recomputes the whole canvas")
 class NoCache(CacheManager):
     """Every step recomputes the whole canvas (the references' ``generate``)."""
 

@@ -53,11 +53,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dllm.cache import register_cache
-from dllm.cache.base import CacheManager
-from dllm.cache.kernels import scatter_kv
+from dllm.cache.base import CACHES, CacheManager
+from dllm.kernels import scatter_kv
 from dllm.errors import DllmError
 from dllm.models.base import DiffusionLM
+from dllm.registry import Option
 
 
 def check_refresh(refresh: Any) -> str | int:
@@ -106,8 +106,10 @@ class KVStoreCache(CacheManager):
         self.refreshes = torch.zeros(b, dtype=torch.long)  #: full forwards per row
         self.forwarded = torch.zeros(b, dtype=torch.long)  #: positions run through the model per row (cost proxy)
 
-    def options(self) -> dict[str, Any]:
-        return {"refresh": self.refresh, "vicinity": self.vicinity}
+    def stats(self) -> dict[str, Any]:
+        """Adds ``refreshes`` (full forwards per row) and ``forwarded`` (positions run through the model per
+        row, a cost proxy) to the base counters."""
+        return {**super().stats(), "refreshes": self.refreshes.tolist(), "forwarded": self.forwarded.tolist()}
 
     # --- the step -------------------------------------------------------------------------------------
     def _window_logits(self, canvas: Tensor, active: Tensor, block_start: Tensor, block_end: Tensor,
@@ -220,6 +222,17 @@ class KVStoreCache(CacheManager):
         pass
 
 
+def _refresh_option(default: str | int) -> Option:
+    return Option("refresh", default, "full forward at every block open ('block') or also every N steps (1 = no caching)",
+                  kind=None, parse=check_refresh, allowed="block or an integer >= 1")
+
+
+VICINITY = Option("vicinity", 0, "also recompute this many positions on each side of the block every step", kind=int,
+                  low=0)
+
+
+@CACHES.register("prefix", "Fast-dLLM prefix cache: reuse K/V before the block, recompute block + suffix; refresh per block",
+                 options=[_refresh_option("block"), VICINITY])
 class PrefixCache(KVStoreCache):
     """Fast-dLLM PrefixCache. When a row opens a block, one full forward (that step's forward) records K/V of
     the whole canvas; later steps of the block recompute ``[block_start - shift, L)`` (the block and the
@@ -231,14 +244,12 @@ class PrefixCache(KVStoreCache):
 
     name = "prefix"
 
-    def __init__(self, model: DiffusionLM, key_mask: Tensor, positions: Tensor, gen_start: int, gen_end: int,
-                 refresh: str | int = "block", vicinity: int = 0) -> None:
-        super().__init__(model, key_mask, positions, gen_start, gen_end, refresh=refresh, vicinity=vicinity)
-
     def _fresh(self, ridx, block_start, block_end):
         return self.cols[None, :] >= (block_start - self.shift)[:, None]
 
 
+@CACHES.register("dual", "Fast-dLLM dual cache: recompute only the block, reuse prefix and (stale) suffix K/V; refresh per block",
+                 options=[_refresh_option("block"), VICINITY])
 class DualCache(KVStoreCache):
     """Fast-dLLM DualCache. The full forward at block open caches K/V of every position; later steps
     recompute only the block (plus the position before it for Dream, plus whatever else the window asks
@@ -252,15 +263,13 @@ class DualCache(KVStoreCache):
 
     name = "dual"
 
-    def __init__(self, model: DiffusionLM, key_mask: Tensor, positions: Tensor, gen_start: int, gen_end: int,
-                 refresh: str | int = "block", vicinity: int = 0) -> None:
-        super().__init__(model, key_mask, positions, gen_start, gen_end, refresh=refresh, vicinity=vicinity)
-
     def _fresh(self, ridx, block_start, block_end):
         cols = self.cols[None, :]
         return (cols >= (block_start - self.shift)[:, None]) & (cols < block_end[:, None])
 
 
+@CACHES.register("delayed", "dKV-Cache-Decode: cache a token's K/V one step after it is decided; full refresh every 8 steps",
+                 options=[_refresh_option(8), VICINITY])
 class DelayedCache(KVStoreCache):
     """dKV-Cache-Decode: a position's K/V are cached one step after it is committed, i.e. from the first
     forward in which it appears as its decided token; masked positions are never served from the cache.
@@ -291,8 +300,5 @@ class DelayedCache(KVStoreCache):
         self.cached[ridx] = (canvas[ridx] != mask_id) | ~self.key_mask[ridx]
 
 
-register_cache("prefix", "Fast-dLLM prefix cache: reuse K/V before the block, recompute block + suffix; refresh per block", PrefixCache)
-register_cache("dual", "Fast-dLLM dual cache: recompute only the block, reuse prefix and (stale) suffix K/V; refresh per block", DualCache)
-register_cache("delayed", "dKV-Cache-Decode: cache a token's K/V one step after it is decided; full refresh every 8 steps", DelayedCache)
 
 __all__ = ["DelayedCache", "DualCache", "KVStoreCache", "PrefixCache", "check_refresh", "check_vicinity"]

@@ -21,9 +21,7 @@ import typer
 
 from dllm.cli.app import app
 from dllm.cli.common import parse_options
-from dllm.errors import DllmError, check_choice
-
-BASELINE_POLICY = "lowconf"
+from dllm.errors import DllmError
 
 
 def _split_list(text: str, what: str) -> list[str]:
@@ -67,213 +65,6 @@ def _check_plot_available() -> None:
         raise DllmError("--plot needs matplotlib; install it with: pip install matplotlib (the dllm 'plot' extra)") from None
 
 
-class _Run:
-    def __init__(self, policy: str, options: dict[str, Any], cache: str, schedule: str, lengths: Any,
-                 baseline: bool = False, group: str = "", swept: bool = False) -> None:
-        self.policy, self.options, self.cache, self.schedule, self.lengths = policy, options, cache, schedule, lengths
-        self.baseline, self.group, self.swept = baseline, group, swept
-
-    @property
-    def label(self) -> str:
-        parts = [self.policy]
-        parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
-        if self.cache != "none":
-            parts.append(f"cache={self.cache}")
-        if self.schedule != "fixed":
-            parts.append(f"schedule={self.schedule}")
-        if self.baseline:
-            parts.append("(baseline)")
-        return " ".join(parts)
-
-
-def plan_runs(policies: list[str], options: dict[str, Any], cache: str, schedule: str, lengths: Any,
-              baseline: bool, sweep: tuple[str, list[Any]] | None) -> list[_Run]:
-    """The runs of one ``dllm eval`` call: the baseline, then each policy (each sweep value). Every policy gets
-    the options it (or the cache/schedule) accepts; an option no run accepts is an error."""
-    from dllm.evals.runner import Lengths, allowed_options
-
-    runs: list[_Run] = []
-    if baseline:
-        runs.append(_Run(BASELINE_POLICY, {}, "none", "fixed",
-                         Lengths(lengths.gen_length, lengths.block_length, lengths.gen_length), baseline=True))
-    used: set[str] = set()
-    swept_any = False
-    for policy in policies:
-        allowed = allowed_options(policy, cache, schedule)
-        names = set(allowed["policy"]) | set(allowed["cache"]) | set(allowed["schedule"])
-        mine = {k: v for k, v in options.items() if k in names}
-        used |= set(mine)
-        group = " ".join([policy] + [f"{k}={v}" for k, v in sorted(mine.items()) if not sweep or k != sweep[0]])
-        if sweep and sweep[0] in names:
-            swept_any = True
-            for value in sweep[1]:
-                runs.append(_Run(policy, {**mine, sweep[0]: value}, cache, schedule, lengths, group=group,
-                                 swept=True))
-        else:
-            runs.append(_Run(policy, mine, cache, schedule, lengths, group=group))
-    unused = sorted(set(options) - used)
-    if unused:
-        raise DllmError(
-            f"option {unused[0]!r} is accepted by none of the policies {', '.join(policies)} with cache {cache!r} "
-            f"and schedule {schedule!r}"
-        )
-    if sweep and not swept_any:
-        raise DllmError(f"--sweep {sweep[0]!r} is an option of none of the policies {', '.join(policies)}")
-    return runs
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _num(x: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def _ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den <= 0:
-        return None
-    return num / den
-
-
-def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[dict], sweep_key: str | None
-                 ) -> dict[str, Any]:
-    """Rows with speedups vs the baseline, plus AUP per policy when sweeping."""
-    from dllm.evals.runner import PRIMARY_METRIC
-
-    primary = PRIMARY_METRIC[bench]
-    base = next((s for r, s in zip(runs, summaries) if r.baseline), None)
-    rows = []
-    for run, s in zip(runs, summaries):
-        rows.append({
-            "label": run.label, "policy": run.policy, "options": run.options, "cache": run.cache,
-            "block_schedule": run.schedule, "baseline": run.baseline, "group": run.group, "swept": run.swept,
-            "tag": s["tag"],
-            "n": s["n"], "accuracy": s["accuracy"], "per_family": s.get("per_family"),
-            "mean_nfe": s["mean_nfe"], "tpf": s["tpf"], "tokens_per_s": s["tokens_per_s"],
-            "mean_latency_s": s["mean_latency_s"],
-            "speedup_nfe": _ratio(base["mean_nfe"], s["mean_nfe"]) if base else None,
-            "speedup_time": _ratio(base["mean_latency_s"], s["mean_latency_s"]) if base else None,
-            "speedup_throughput": _ratio(s["tokens_per_s"], base["tokens_per_s"]) if base else None,
-            "summary": str(Path(s["records"]).with_suffix(".summary.json")),
-        })
-    report: dict[str, Any] = {"bench": bench, "model": model_name, "primary_metric": primary, "rows": rows}
-    if sweep_key is not None:
-        report["sweep_key"] = sweep_key
-        report["aup"], report["aup_y_max"] = _aup(rows, primary)
-    return report
-
-
-def _aup(rows: list[dict], primary: str) -> tuple[dict[str, float | None], float]:
-    """AUP (metrics.aup) per swept policy group over its (TPF, accuracy %) points, the baseline's point included;
-    y_max = best accuracy of all rows (the comparison group). Points with TPF 0 (nothing generated) are left out."""
-    import warnings
-
-    from dllm.evals.metrics import aup
-
-    y_max = max(100 * r["accuracy"][primary] for r in rows)
-    base = [r for r in rows if r["baseline"]]
-    out: dict[str, float | None] = {}
-    for group in dict.fromkeys(r["group"] for r in rows if r["swept"]):
-        pts = [(r["tpf"], 100 * r["accuracy"][primary]) for r in base + [r for r in rows if r["group"] == group
-                                                                          and r["swept"]]]
-        pts = [(x, y) for x, y in pts if x is not None and x > 0]
-        if not pts:
-            out[group] = None
-        elif y_max <= 0:
-            out[group] = 0.0
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[group] = aup(pts, y_max=y_max)
-    return out, y_max
-
-
-def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    bench, rows = report["bench"], report["rows"]
-    table = Table(title=f"dllm eval · {bench} · {report['model']} · n={rows[0]['n'] if rows else 0}")
-    table.add_column("policy")
-    if bench == "synthetic":
-        fams = list((rows[0].get("per_family") or {}).keys()) if rows else []
-        table.add_column("acc %", justify="right")
-        for f in fams:
-            table.add_column(f, justify="right")
-    elif bench == "gsm8k":
-        fams = []
-        table.add_column("strict %", justify="right")
-        table.add_column("flexible %", justify="right")
-    else:
-        fams = []
-        table.add_column("pass@1 %", justify="right")
-    for name in ("NFE", "TPF", "tok/s", "s/sample", "xNFE", "xtime"):
-        table.add_column(name, justify="right")
-    for r in rows:
-        acc = r["accuracy"]
-        if bench == "synthetic":
-            cells = [_pct(acc["correct"])] + [_pct((r.get("per_family") or {}).get(f)) for f in fams]
-        elif bench == "gsm8k":
-            cells = [_pct(acc["strict_match"]), _pct(acc["flexible_extract"])]
-        else:
-            cells = [_pct(acc["passed"])]
-        cells += [_num(r["mean_nfe"], "{:.1f}"), _num(r["tpf"]), _num(r["tokens_per_s"], "{:.1f}"),
-                  _num(r["mean_latency_s"], "{:.3f}"), _num(r["speedup_nfe"], "{:.2f}x"),
-                  _num(r["speedup_time"], "{:.2f}x")]
-        table.add_row(r["label"], *cells, style="dim" if r["baseline"] else None)
-    console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 200))
-    console.print(table)
-    console.print(
-        "[dim]NFE = forwards per sample; TPF = generated tokens / NFE; s/sample = batched generate wall time / rows "
-        "(warm-up excluded); xNFE, xtime = speedup vs the baseline as NFE ratio and wall-clock ratio.[/]"
-    )
-    if "aup" in report:
-        console.print(f"AUP ({report['primary_metric']}, accuracy % vs TPF, y_max={report['aup_y_max']:.1f}):")
-        for group, value in report["aup"].items():
-            console.print(f"  {group}: {'-' if value is None else f'{value:.2f}'}", highlight=False)
-
-
-def plot_frontier(report: dict[str, Any], path: str) -> None:
-    """Accuracy (primary metric, %) vs TPF: one line per policy group, the baseline as a star."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    primary = report["primary_metric"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    rows = [r for r in report["rows"] if r["tpf"] is not None]
-    for group in dict.fromkeys(r["group"] for r in rows if not r["baseline"]):
-        members = sorted((r for r in rows if r["group"] == group and not r["baseline"]), key=lambda r: r["tpf"])
-        xs = [r["tpf"] for r in members]
-        ys = [100 * r["accuracy"][primary] for r in members]
-        ax.plot(xs, ys, marker="o", label=group)
-        if sweep_key := report.get("sweep_key"):
-            for r, x, y in zip(members, xs, ys):
-                if r["swept"]:
-                    ax.annotate(f"{r['options'].get(sweep_key)}", (x, y), textcoords="offset points", xytext=(4, 4),
-                                fontsize=7)
-    for r in rows:
-        if r["baseline"]:
-            ax.scatter([r["tpf"]], [100 * r["accuracy"][primary]], marker="*", s=160, color="black", label=r["label"],
-                       zorder=3)
-    accs = [100 * r["accuracy"][primary] for r in rows]
-    if accs:
-        ax.set_ylim(max(-3.0, min(accs) - 5), min(103.0, max(accs) + 5))
-    ax.set_xlabel("tokens per forward (TPF)")
-    ax.set_ylabel(f"{primary} accuracy (%)")
-    ax.set_title(f"{report['bench']}: accuracy vs parallelism")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 @app.command("eval")
 def eval_command(
     bench: str = typer.Option(..., "--bench", "-b", help="Benchmark: synthetic, gsm8k or humaneval."),
@@ -303,26 +94,40 @@ def eval_command(
     """Evaluate POLICIES on a benchmark against the one-token-per-step baseline; results are resumable."""
     import dllm
     from dllm.evals import runner
+    from dllm.evals.bench import get_benchmark
+    from dllm.evals.report import assign_lengths, build_report, plan_runs, plot_frontier, print_report
+    from dllm.options import check_option_values, route_options
+    from dllm.samplers.registry import make_policy
 
-    # Everything checkable without the model first.
-    check_choice("bench", bench, runner.BENCHES)
+    # Every run's settings are checked before the model loads: a mistake costs a second, never a finished run.
+    bench_obj, bench_entry = get_benchmark(bench)
+    bench_options = bench_entry.validate({"num_fewshot": num_fewshot} if num_fewshot is not None else {},
+                                         fill_defaults=False) if "num_fewshot" in bench_entry.option_names() else {}
+    if num_fewshot is not None and "num_fewshot" not in bench_entry.option_names():
+        raise DllmError(f"--num-fewshot applies to benchmarks with few-shot prompts, not {bench!r}")
     policies = _split_list(policy, "--policy")
-    for p in policies:
-        runner.allowed_options(p, cache, block_schedule)  # unknown policy/cache/schedule -> one line
     options = parse_options(option)
     if threshold is not None:
         options["threshold"] = threshold
     sweep_spec = parse_sweep(sweep)
     if sweep_spec and sweep_spec[0] in options:
         raise DllmError(f"--sweep {sweep_spec[0]!r} also given as a fixed option; give it once")
+    planned = plan_runs(policies, options, cache, block_schedule, None, baseline, sweep_spec)
+    for run in planned:
+        check_option_values(run.policy, run.cache, run.schedule, run.options)
+        make_policy(run.policy, **route_options(run.policy, run.cache, run.schedule, run.options).policy)
     if plot:
         _check_plot_available()
     if batch_size < 1:
         raise DllmError(f"--batch-size must be a positive integer, got {batch_size}")
     if limit is not None and limit < 1:
         raise DllmError(f"--limit must be a positive integer, got {limit}")
-    if data is not None and not os.path.exists(data):
-        raise DllmError(f"--data {data!r} does not exist")
+    if data is not None:
+        if not bench_obj.takes_data:
+            raise DllmError(f"the {bench} bench generates its own data; --data does not apply")
+        if not os.path.exists(data):
+            raise DllmError(f"--data {data!r} does not exist")
+    _check_writable_dir(out)
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1:
@@ -339,16 +144,15 @@ def eval_command(
         rank, world, _ = runner.init_distributed(lm.device.type)
 
     lengths = runner.resolve_lengths(lm, bench, gen_length, block_length, steps)
-    runs = plan_runs(policies, options, cache, block_schedule, lengths, baseline, sweep_spec)
-    unique: dict[str, _Run] = {}
-    for run in runs:
+    unique: dict[str, Any] = {}
+    for run in assign_lengths(planned, lengths):
         runner.check_run(run.policy, run.options, run.cache, run.schedule, run.lengths)
         tag = runner.policy_tag(run.policy, run.options, run.cache, run.schedule, run.lengths)
         unique.setdefault(tag, run)  # a policy identical to the baseline runs once
     runs = list(unique.values())
 
-    use_chat = runner.default_chat(lm, bench) if chat is None else chat
-    samples = runner.load_samples(lm, bench, limit=limit, data=data, chat=use_chat, num_fewshot=num_fewshot)
+    use_chat = bench_obj.default_chat(lm) if chat is None else chat
+    samples = runner.load_samples(lm, bench, limit=limit, data=data, chat=use_chat, **bench_options)
     summaries = []
     try:
         for run in runs:
@@ -356,7 +160,7 @@ def eval_command(
                 lm, bench, run.policy, run.options, cache=run.cache, block_schedule=run.schedule,
                 gen_length=run.lengths.gen_length, block_length=run.lengths.block_length, steps=run.lengths.steps,
                 limit=limit, batch_size=batch_size, out_dir=out, data=data, chat=use_chat, seed=seed,
-                progress=progress, num_fewshot=num_fewshot, samples=samples,
+                progress=progress, samples=samples, **bench_options,
             ))
         if rank == 0:
             report = build_report(bench, lm.name_or_path, runs, summaries, sweep_spec[0] if sweep_spec else None)
@@ -374,6 +178,18 @@ def eval_command(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _check_writable_dir(path: str) -> None:
+    """One line, before any work, when ``--out`` cannot be a writable directory (nothing is created here)."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DllmError(f"--out {path!r} cannot be created: {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DllmError(f"--out {path!r} is not writable ({str(probe)!r} denies writing)")
 
 
 @app.command(

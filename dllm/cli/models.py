@@ -1,7 +1,10 @@
-"""``dllm models`` and ``dllm policies``: what this installation knows."""
+"""``dllm models`` and ``dllm policies``: what this installation knows, read from the plug-in registries."""
 
 from __future__ import annotations
 
+import json
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +15,7 @@ from dllm.cli.app import app
 def models_command() -> None:
     """List supported model kinds, known hub checkpoints and the shipped tiny models."""
     from dllm.assets import shipped_models
-    from dllm.models import KNOWN_CHECKPOINTS, MODEL_CLASSES
+    from dllm.models import KNOWN_CHECKPOINTS, MODELS
     from dllm.models.loading import read_config
 
     console = Console()
@@ -20,8 +23,10 @@ def models_command() -> None:
     kinds.add_column("model_type")
     kinds.add_column("implementation")
     kinds.add_column("logit shift")
-    for name, cls in MODEL_CLASSES.items():
-        kinds.add_row(name, f"{cls.__module__}.{cls.__name__}", "yes" if cls.logit_shift else "no")
+    kinds.add_column("what it is")
+    for entry in MODELS.entries():
+        cls = entry.factory
+        kinds.add_row(entry.name, f"{cls.__module__}.{cls.__name__}", "yes" if cls.logit_shift else "no", entry.summary)
     console.print(kinds)
     known = Table(title="known checkpoints (hub id or a local copy)")
     known.add_column("checkpoint")
@@ -33,22 +38,49 @@ def models_command() -> None:
     console.print(known)
 
 
-@app.command("policies")
-def policies_command() -> None:
-    """List unmasking policies, KV caches and block schedules."""
-    import dllm
+def _fmt_default(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return "-" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
 
+
+def plugin_listing() -> dict[str, list[dict]]:
+    """Every plug-in of every kind with its declared options, from the registries (the same declarations
+    validation uses): ``{kind: [{"name", "summary", "options": [{"name", "default", "allowed", "help"}]}]}``."""
+    from dllm.cache import CACHES
+    from dllm.evals.bench import BENCHMARKS
+    from dllm.samplers.registry import COMMON, POLICIES, SCHEDULES
+
+    def entries(registry) -> list[dict]:
+        return [{"name": e.name, "summary": e.summary, "options": [o.describe() for o in e.options]}
+                for e in registry.entries()]
+
+    common = [{"name": "(every policy)", "summary": g.summary, "options": [o.describe() for o in g.options]}
+              for g in COMMON]
+    return {"policies": entries(POLICIES) + common, "caches": entries(CACHES),
+            "block schedules": entries(SCHEDULES), "benchmarks": entries(BENCHMARKS)}
+
+
+@app.command("policies")
+def policies_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the listing as one JSON object."),
+) -> None:
+    """List unmasking policies, KV caches, block schedules and benchmarks, each with its options (default,
+    allowed values, meaning). Options are passed as --option key=value (or keyword arguments in Python)."""
+    listing = plugin_listing()
+    if as_json:
+        print(json.dumps(listing, default=str))
+        return
     console = Console()
-    table = Table(title="policies (--policy)")
-    table.add_column("name")
-    table.add_column("what it does")
-    for name, summary in dllm.policies().items():
-        table.add_row(name, summary)
-    console.print(table)
-    caches = Table(title="caches (--cache)")
-    caches.add_column("name")
-    caches.add_column("what it does")
-    for name, summary in dllm.caches().items():
-        caches.add_row(name, summary)
-    console.print(caches)
-    console.print(f"block schedules (--block-schedule): {', '.join(dllm.BLOCK_SCHEDULES)}")
+    flags = {"policies": "--policy", "caches": "--cache", "block schedules": "--block-schedule",
+             "benchmarks": "dllm eval --bench"}
+    for kind, items in listing.items():
+        table = Table(title=f"{kind} ({flags[kind]})", show_lines=True)
+        table.add_column("name", no_wrap=True)
+        table.add_column("what it does")
+        table.add_column("options: name = default (allowed) meaning")
+        for item in items:
+            opts = "\n".join(f"{o['name']} = {_fmt_default(o['default'])} ({o['allowed']}) {o['help']}"
+                             for o in item["options"]) or "-"
+            table.add_row(item["name"], item["summary"], opts)
+        console.print(table)

@@ -98,7 +98,7 @@ class DllmLM(_LMBase):  # type: ignore[misc,valid-type]
             raise DllmError(_INSTALL_HINT)
         super().__init__()
         import dllm
-        from dllm.evals.runner import allowed_options
+        from dllm.options import option_table
 
         self.policy = str(policy)
         self.cache = str(cache)
@@ -106,8 +106,7 @@ class DllmLM(_LMBase):  # type: ignore[misc,valid-type]
         self.options = dict(options)
         if threshold is not None:
             self.options["threshold"] = float(threshold)
-        allowed = allowed_options(self.policy, self.cache, self.block_schedule)
-        names = set(allowed["policy"]) | set(allowed["cache"]) | set(allowed["schedule"])
+        names = set(option_table(self.policy, self.cache, self.block_schedule))
         unknown = sorted(set(self.options) - names)
         if unknown:
             raise DllmError(
@@ -151,7 +150,7 @@ class DllmLM(_LMBase):  # type: ignore[misc,valid-type]
         self._device = self.model.device
         self._rank, self._world_size = 0, 1
         if world > 1:
-            from dllm.evals.runner import init_distributed
+            from dllm.evals.distributed import init_distributed
 
             self._rank, self._world_size, _ = init_distributed(self._device.type)
 

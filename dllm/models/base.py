@@ -17,6 +17,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from dllm.registry import Registry
+
+#: model kinds by config.json ``model_type``; each implementation module registers its class
+MODELS = Registry("model kind", "dllm.models")
+
 
 class KVHook(Protocol):
     """Called by every attention layer; lets a cache manager substitute or extend keys/values."""

@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from dllm.errors import DllmError
-from dllm.models.base import DiffusionLM
+from dllm.models.base import MODELS, DiffusionLM
 from dllm.models.layers import ACTIVATIONS, RMSNorm, rotary_self_attention
 
 #: Dream-v0-7B config.json values (Qwen2.5-7B dims; tiny checkpoints override dims).
@@ -91,6 +91,7 @@ class DreamLayer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
+@MODELS.register("dream", "Dream (Dream-7B): bidirectional Qwen2 layers, predicts position i from i-1 (logit shift)")
 class DreamModel(DiffusionLM):
     """Dream with the exact hub parameter names (``model.embed_tokens.weight``, ``lm_head.weight`` ...)."""
 

@@ -60,9 +60,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, full_precision: bool) -> Ten
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
     """Bidirectional attention of q [B, Hq, Tq, D] over k/v [B, Hkv, Tk, D]; key_mask [B, Tk] True = attend.
 
-    Dispatches to the cache kernels (Triton on CUDA, PyTorch elsewhere) so the model never knows which runs.
+    Dispatches to the kernels (dllm.kernels) (Triton on CUDA, PyTorch elsewhere) so the model never knows which runs.
     """
-    from dllm.cache.kernels import attention as kernel_attention
+    from dllm.kernels import attention as kernel_attention
 
     return kernel_attention(q, k, v, key_mask=key_mask, scale=1.0 / math.sqrt(q.shape[-1]))
 

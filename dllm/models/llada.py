@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from dllm.errors import DllmError
-from dllm.models.base import DiffusionLM
+from dllm.models.base import MODELS, DiffusionLM
 from dllm.models.layers import ACTIVATIONS, RMSNorm, rotary_self_attention
 
 #: Every key of the 8B checkpoint's config.json with its published value (tiny checkpoints override dims).
@@ -104,6 +104,7 @@ class LLaDABlock(nn.Module):
         return h + self.ff_out(self.act(self.ff_proj(f)) * self.up_proj(f))
 
 
+@MODELS.register("llada", "LLaDA (LLaDA-8B, LLaDA-1.5): bidirectional Llama-style blocks, no logit shift")
 class LLaDAModel(DiffusionLM):
     """LLaDA with the exact hub parameter names (``model.transformer.wte.weight`` ...)."""
 

@@ -15,12 +15,7 @@ from typing import Any
 import torch
 
 from dllm.errors import DllmError
-from dllm.models.base import DiffusionLM, SpecialTokens
-from dllm.models.dream import DreamModel
-from dllm.models.llada import LLaDAModel
-
-#: model_type in config.json -> implementation
-MODEL_CLASSES: dict[str, type[DiffusionLM]] = {"llada": LLaDAModel, "dream": DreamModel}
+from dllm.models.base import MODELS, DiffusionLM, SpecialTokens
 
 #: Published checkpoints this package knows (all load by hub id or from a local copy).
 KNOWN_CHECKPOINTS: dict[str, str] = {
@@ -68,15 +63,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
-    """A local directory as is; otherwise a hub id downloaded (or found in the HF cache)."""
+    """A local directory as is; the name of a checkpoint shipped in the package (``tiny-llada``, ``tiny-dream``);
+    otherwise a hub id downloaded (or found in the HF cache)."""
+    from dllm.assets import shipped_models
+
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
     text = str(path_or_id)
     if path.exists():
         raise DllmError(f"checkpoint {text!r} is a file; pass the directory that holds config.json")
+    shipped = shipped_models()
+    if text in shipped:
+        return shipped[text]
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise DllmError(f"checkpoint {text!r} not found: pass a local directory or a hub id like GSAI-ML/LLaDA-8B-Instruct")
+        raise DllmError(f"checkpoint {text!r} not found: pass a local directory, a shipped model name "
+                        f"({', '.join(shipped) or 'none installed'}) or a hub id like GSAI-ML/LLaDA-8B-Instruct")
     try:
         from huggingface_hub import snapshot_download
 
@@ -84,6 +86,12 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     except Exception as exc:  # network, auth, missing repo: all the same to the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DllmError(f"cannot fetch checkpoint {text!r} from the hub ({first}); download it and pass the local directory") from None
+
+
+def shipped_names() -> list[str]:
+    from dllm.assets import shipped_models
+
+    return list(shipped_models())
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -101,11 +109,11 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 def model_class_for(config: dict[str, Any], where: str) -> type[DiffusionLM]:
     model_type = str(config.get("model_type", "")).lower()
-    if model_type not in MODEL_CLASSES:
+    if model_type not in MODELS:
         raise DllmError(
-            f"unsupported model_type {config.get('model_type')!r} in {where!r}; supported: {', '.join(MODEL_CLASSES)}"
+            f"unsupported model_type {config.get('model_type')!r} in {where!r}; supported: {', '.join(MODELS)}"
         )
-    return MODEL_CLASSES[model_type]
+    return MODELS.get(model_type).factory
 
 
 def _weight_files(directory: Path) -> list[Path]:
@@ -258,7 +266,7 @@ def load_model(
     model.eval().requires_grad_(False)
     model.tokenizer = load_tokenizer(directory, trust_remote_code) if tokenizer else None
     model.special = special_tokens(config, model.tokenizer, str(directory))
-    model.name_or_path = str(path_or_id)
+    model.name_or_path = str(directory) if str(path_or_id) in shipped_names() else str(path_or_id)
     model.generation_defaults = read_generation_defaults(directory)
     return model
 

@@ -115,6 +115,15 @@ class Policy:
         self.window = window
         self.options = dict(options or {})
 
+    def add_modifier(self, modifier: Modifier, window: str | None = None, **options: Any) -> "Policy":
+        """Append ``modifier`` (run after the existing ones); ``window="answer"`` when it reads logits beyond the
+        block (early commit, EoTP); ``options`` are recorded in ``self.options``. Returns the policy."""
+        self.modifiers.append(modifier)
+        if window is not None:
+            self.window = window
+        self.options.update(options)
+        return self
+
     def pieces(self) -> list[Any]:
         return [*self.processors, self.scorer, self.selector, *self.modifiers]
 

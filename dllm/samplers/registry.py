@@ -1,133 +1,101 @@
-"""Named policies (stable names used by the CLI, the API and scripts) and their validated options."""
+"""The policy and block-schedule registries (``dllm.registry`` idiom) and the options every policy accepts.
+
+* ``POLICIES``: one entry per stable policy name; the built-ins are the modules of ``dllm.samplers.policies``
+  (one file per method family). A factory takes its declared options and returns a :class:`Policy`.
+* ``COMMON``: option groups every policy accepts (early commit, end-of-text prediction). Each group declares its
+  options and an ``apply(policy, **given)`` that wraps the built policy (adds a modifier); a policy that declares
+  one of these names itself receives it instead.
+* ``SCHEDULES``: block schedules (``dllm.samplers.schedules``); a factory takes ``gen_length``,
+  ``block_length``, ``steps`` and its declared options and returns a ``BlockSchedule``.
+"""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from dllm.errors import DllmError
+from dllm.registry import Option, Registry
 from dllm.samplers.base import Policy
 
+POLICIES = Registry("policy", "dllm.samplers.policies", plural="policies")
+SCHEDULES = Registry("block schedule", "dllm.samplers.schedules")
 
-@dataclass(frozen=True)
-class PolicySpec:
-    name: str
-    summary: str
-    build: Callable[..., Policy]
-
-    def own_options(self) -> list[str]:
-        """The factory's keyword arguments."""
-        return [p for p in inspect.signature(self.build).parameters]
-
-    def options(self) -> list[str]:
-        """Every option the policy accepts: its own, then the common ones (early commit, EoTP, ...)."""
-        own = self.own_options()
-        return own + [n for group in _COMMON for n in group.names if n not in own]
+#: the sampling temperature every built-in policy declares
+TEMPERATURE = Option("temperature", 0.0, "sampling temperature (0 = greedy argmax)", kind=float, low=0)
+#: Fast-dLLM's confidence threshold
+THRESHOLD = Option("threshold", 0.9, "commit every candidate whose confidence is >= threshold (at least one)",
+                   kind=float, low=0, low_open=True, high=1)
 
 
 @dataclass(frozen=True)
 class CommonOptions:
-    """Options every policy accepts; ``apply(policy, **given)`` wraps the built policy (adds a modifier).
-    A factory that declares one of these names itself receives it instead."""
+    """Options every policy accepts; ``apply(policy, **given)`` wraps the built policy (adds a modifier)."""
 
-    names: tuple[str, ...]
     summary: str
+    options: tuple[Option, ...]
     apply: Callable[..., Policy]
 
-
-_REGISTRY: dict[str, PolicySpec] = {}
-_COMMON: list[CommonOptions] = []
-
-
-def register_policy(name: str, summary: str) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
-    """Decorator: register a factory ``build(**options) -> Policy`` under a stable name."""
-
-    def wrap(fn: Callable[..., Policy]) -> Callable[..., Policy]:
-        _REGISTRY[name] = PolicySpec(name, summary, fn)
-        return fn
-
-    return wrap
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
 
 
-def register_common_options(names: tuple[str, ...], summary: str
+COMMON: list[CommonOptions] = []
+
+
+def register_common_options(summary: str, options: Sequence[Option]
                             ) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
-    """Decorator: ``apply(policy, **options) -> Policy`` runs after any policy's factory when one of
-    ``names`` is given (in registration order), so e.g. ``early_commit=True`` works with every policy."""
+    """Decorator: ``apply(policy, **given)`` runs after any policy's factory when one of the ``options`` is
+    given (in registration order), so e.g. ``early_commit=True`` works with every policy."""
 
     def wrap(fn: Callable[..., Policy]) -> Callable[..., Policy]:
-        if not any(g.names == tuple(names) for g in _COMMON):
-            _COMMON.append(CommonOptions(tuple(names), summary, fn))
+        names = tuple(o.name for o in options)
+        if not any(g.names == names for g in COMMON):
+            COMMON.append(CommonOptions(summary, tuple(options), fn))
         return fn
 
     return wrap
 
 
-def common_options() -> dict[str, str]:
-    """Option names every policy accepts -> one-line description of their group."""
-    _load_builtin()
-    return {n: g.summary for g in _COMMON for n in g.names}
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers their policies.
-    from dllm.samplers import baseline, research  # noqa: F401
+def policy_options(name: str) -> list[Option]:
+    """Every option policy ``name`` accepts: its own, then the common ones it does not declare itself."""
+    entry = POLICIES.get(name)
+    own = entry.option_names()
+    return list(entry.options) + [o for g in COMMON for o in g.options if o.name not in own]
 
 
 def policies() -> dict[str, str]:
     """Policy name -> one-line description."""
-    _load_builtin()
-    return {name: spec.summary for name, spec in _REGISTRY.items()}
-
-
-def policy_spec(name: str) -> PolicySpec:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise DllmError(f"unknown policy {name!r}; choose one of: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return POLICIES.summaries()
 
 
 def make_policy(name: str | Policy, **options: Any) -> Policy:
-    """Build a policy by name; options are validated against the factory's keyword arguments. Options whose
-    value is ``None`` mean "the policy's default" and are dropped, so callers can pass every CLI flag."""
+    """Build a policy by name with validated options. ``None`` values mean "the default" and are dropped, so
+    callers can pass every CLI flag."""
     if isinstance(name, Policy):
         if options:
             raise DllmError(f"options {sorted(options)} given together with a ready Policy object; set them on the policy")
         return name
-    spec = policy_spec(name)
-    allowed = spec.options()
+    entry = POLICIES.get(name)
     given = {k: v for k, v in options.items() if v is not None}
+    allowed = [o.name for o in policy_options(name)]
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise DllmError(
-            f"unknown option {unknown[0]!r} for policy {name!r}; allowed: {', '.join(allowed) if allowed else 'none'}"
-        )
-    own = spec.own_options()
-    policy = spec.build(**{k: v for k, v in given.items() if k in own})
-    for group in _COMMON:
-        sub = {k: given[k] for k in group.names if k in given and k not in own}
+        raise DllmError(f"unknown option {unknown[0]!r} for policy {name!r}; allowed: {', '.join(allowed) or 'none'}")
+    own = entry.option_names()
+    policy = entry.build(**{k: v for k, v in given.items() if k in own})
+    for group in COMMON:
+        sub = {o.name: o.check(given[o.name]) for o in group.options if o.name in given and o.name not in own}
         if sub:
             policy = group.apply(policy, **sub)
     return policy
 
 
-def check_probability(name: str, value: float, allow_zero: bool = False) -> float:
-    """Validate a value in (0, 1] (or [0, 1]) with a one-line error."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise DllmError(f"{name} must be a number in (0, 1], got {value!r}") from None
-    lo_ok = v >= 0 if allow_zero else v > 0
-    if not (lo_ok and v <= 1):
-        raise DllmError(f"{name} {value!r} is outside {'[0, 1]' if allow_zero else '(0, 1]'}")
-    return v
+def make_schedule(name: str, gen_length: int, block_length: int, steps: int, **options: Any) -> Any:
+    """Build a block schedule by name with validated options."""
+    return SCHEDULES.get(name).build(gen_length, block_length, steps, **options)
 
 
-def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise DllmError(f"{name} must be a number, got {value!r}") from None
-    if v < 0 or (v == 0 and not allow_zero) or v != v:
-        raise DllmError(f"{name} {value!r} must be {'>= 0' if allow_zero else '> 0'}")
-    return v
+__all__ = ["POLICIES", "SCHEDULES", "COMMON", "TEMPERATURE", "THRESHOLD", "CommonOptions", "make_policy",
+           "make_schedule", "policies", "policy_options", "register_common_options"]

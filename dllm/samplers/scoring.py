@@ -48,7 +48,7 @@ class ProbabilityScorer:
         self.temperature = float(temperature)
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Proposal:
-        from dllm.cache.kernels import top2_confidence
+        from dllm.kernels import top2_confidence
 
         b, w, v = logits.shape
         flat_cand = ctx.candidates.reshape(-1)

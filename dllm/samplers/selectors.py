@@ -51,7 +51,7 @@ class ThresholdSelector:
         self.threshold = float(threshold)
 
     def __call__(self, proposal: Proposal, ctx: StepContext, state: PolicyState) -> Tensor:
-        from dllm.cache.kernels import threshold_commit
+        from dllm.kernels import threshold_commit
 
         return threshold_commit(proposal.confidence, ctx.candidates, self.threshold)
 

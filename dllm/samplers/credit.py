@@ -84,7 +84,7 @@ class CreditProcessor:
 
     # --- the step ----------------------------------------------------------------------------------
     def __call__(self, logits: Tensor, ctx: StepContext, state: PolicyState) -> Tensor:
-        from dllm.cache.kernels import top2_confidence
+        from dllm.kernels import top2_confidence
 
         st = state.values[KEY]
         b, w, v = logits.shape

@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dllm.cache.kernels import TRITON_INTERPRETED, device_parallelism, fallback_warning, triton_available, use_triton
+from dllm.kernels.dispatch import TRITON_INTERPRETED, device_parallelism, fallback_warning, triton_available, use_triton
 
 if triton_available():
     import triton

@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import DllmError
+from dllm.registry import Option
+from dllm.samplers.registry import SCHEDULES
 
 DEFAULT_DELIMITERS: tuple[str, ...] = ("\n",)
 
@@ -69,6 +71,16 @@ def _parse_delimiters(value: Any) -> tuple[int | str, ...]:
     return tuple(items)
 
 
+@SCHEDULES.register(
+    "adaptive", "AdaBlock: the next block ends at the most confident predicted delimiter in the look-ahead window",
+    options=[
+        Option("delimiters", None, "delimiter tokens: ids and/or single-token texts, comma-separated (default newline)",
+               kind=None, nullable=True, parse=lambda v: _parse_delimiters(v) and v, allowed="ids or texts, e.g. '\\n,.'"),
+        Option("delimiter_threshold", 0.3, "a delimiter ends the block when its probability is >= this (inf = fixed)",
+               kind=float, low=0),
+        Option("window_fraction", 0.25, "look-ahead window as a fraction of gen_length", kind=float, low=0,
+               low_open=True, high=1),
+    ])
 class AdaptiveBlocks:
     """AdaBlock: the next block ends at the most confident predicted delimiter within the look-ahead window."""
 

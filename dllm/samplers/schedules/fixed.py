@@ -1,31 +1,15 @@
-"""Block schedules: where each row's next block ends. ``fixed`` is semi-autoregressive decoding with equal
-blocks; ``adaptive`` (AdaBlock) lives in ``dllm.samplers.adaptive``."""
+"""``fixed``: LLaDA's semi-autoregressive schedule, blocks of ``block_length`` with the step budget spread evenly."""
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from dllm.errors import DllmError
+from dllm.samplers.registry import SCHEDULES
 
 
-class BlockSchedule(Protocol):
-    def lookahead(self, start: Tensor, gen_end: int) -> Tensor:
-        """[B] the furthest end (exclusive) a block opened at ``start`` may get: logits are computed up to it."""
-        ...
-
-    def open_block(self, start: Tensor, rows: Tensor, logits: Tensor, window_start: int, tokens: Tensor,
-                   gen_end: int) -> Tensor:
-        """[B] block ends for the rows opening a block (``rows``), given this step's logits [B, W, V]."""
-        ...
-
-    def steps_for(self, length: Tensor) -> Tensor:
-        """[B] step budget S_b for blocks of the given lengths."""
-        ...
-
-
+@SCHEDULES.register("fixed", "blocks of block_length, decoded left to right (LLaDA's semi-autoregressive schedule)")
 class FixedBlocks:
     """Blocks of ``block_length``; ``steps`` spread evenly over them (LLaDA's semi-AR schedule)."""
 

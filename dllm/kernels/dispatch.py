@@ -1,25 +1,5 @@
-"""Hot-path kernels for block decoding with KV caches, each with a PyTorch reference and a Triton version.
-
-Every public op (``attention``, ``top2_confidence``, ``threshold_commit``, ``fused_threshold_step``,
-``scatter_kv``) is a dispatcher: it runs the Triton kernel on CUDA tensors when ``triton`` imports, and the
-PyTorch reference otherwise. The ``*_torch`` / ``*_triton`` functions are exported too, so tests and
-benchmarks can call one path explicitly.
-
-``DLLM_KERNELS=torch|triton|auto`` (default ``auto``, read at every call) forces a path:
-
-* ``torch``  -- always the PyTorch reference.
-* ``triton`` -- always Triton; an error if triton does not import, or if a tensor is on the CPU and the
-  kernels were not built for Triton's CPU interpreter (see below). Shapes a kernel does not support
-  (e.g. attention head dims that are not a power of two in 16..256) still fall back to PyTorch, with a
-  warning, because refusing them would only crash decoding.
-* ``auto``   -- Triton on CUDA tensors, PyTorch elsewhere.
-
-Triton's interpreter (``TRITON_INTERPRET=1``) runs the kernels on CPU tensors, which is how the tests check
-them without a GPU. Triton 3.x reads the variable when ``@triton.jit`` *decorates* a function, i.e. when the
-kernel modules of this package are imported, not when a kernel is launched: set ``TRITON_INTERPRET=1``
-before the first ``import dllm.cache.kernels``. Whether the kernels were built interpreted is recorded in
-``TRITON_INTERPRETED``.
-"""
+"""Path selection shared by every kernel: whether triton imports, whether the kernels were built for the CPU
+interpreter, the ``DLLM_KERNELS`` mode, the forced-path fallback warning and the device's parallelism."""
 
 from __future__ import annotations
 
@@ -85,9 +65,9 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         raise DllmError("DLLM_KERNELS=triton but triton does not import; install it or use DLLM_KERNELS=auto")
     if not on_cuda and not TRITON_INTERPRETED:
         hint = (
-            "TRITON_INTERPRET=1 was set after dllm.cache.kernels was imported; set it before"
+            "TRITON_INTERPRET=1 was set after dllm.kernels was imported; set it before"
             if os.environ.get("TRITON_INTERPRET", "0") == "1"
-            else "set TRITON_INTERPRET=1 before importing dllm.cache.kernels, or use DLLM_KERNELS=auto"
+            else "set TRITON_INTERPRET=1 before importing dllm.kernels, or use DLLM_KERNELS=auto"
         )
         raise DllmError(f"DLLM_KERNELS=triton needs CUDA tensors (got a CPU tensor); {hint}")
     return True
@@ -115,38 +95,3 @@ def device_parallelism(t: torch.Tensor) -> int:
     if t.is_cuda:
         return sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
     return 4
-
-
-# The kernel modules import the helpers above, so they must come after them.
-from dllm.cache.kernels.attention import attention, attention_torch, attention_triton  # noqa: E402
-from dllm.cache.kernels.confidence import (  # noqa: E402
-    fused_threshold_step,
-    threshold_commit,
-    threshold_commit_torch,
-    threshold_commit_triton,
-    top2_confidence,
-    top2_confidence_torch,
-    top2_confidence_triton,
-)
-from dllm.cache.kernels.scatter import scatter_kv, scatter_kv_torch, scatter_kv_triton  # noqa: E402
-
-__all__ = [
-    "KERNEL_MODES",
-    "TRITON_INTERPRETED",
-    "attention",
-    "attention_torch",
-    "attention_triton",
-    "fused_threshold_step",
-    "kernel_mode",
-    "scatter_kv",
-    "scatter_kv_torch",
-    "scatter_kv_triton",
-    "threshold_commit",
-    "threshold_commit_torch",
-    "threshold_commit_triton",
-    "top2_confidence",
-    "top2_confidence_torch",
-    "top2_confidence_triton",
-    "triton_available",
-    "use_triton",
-]

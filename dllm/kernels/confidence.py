@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from dllm.cache.kernels import device_parallelism, triton_available, use_triton
+from dllm.kernels.dispatch import device_parallelism, triton_available, use_triton
 
 if triton_available():
     import triton

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dllm.cache.kernels import triton_available, use_triton
+from dllm.kernels.dispatch import triton_available, use_triton
 
 if triton_available():
     import triton

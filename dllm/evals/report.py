@@ -1,0 +1,220 @@
+"""The comparison report of one ``dllm eval`` call: the planned runs (baseline first, each policy, each sweep
+value), rows with speedups against the baseline, AUP per swept policy, the table and the frontier plot.
+
+Bench-specific columns come from the benchmark plug-in (``Benchmark.columns`` / ``extra_columns``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dllm.errors import DllmError
+from dllm.evals.bench import get_benchmark
+from dllm.evals.settings import Lengths
+from dllm.options import option_table
+
+#: the one-token-per-step baseline every report compares against
+BASELINE_POLICY = "lowconf"
+
+
+class _Run:
+    def __init__(self, policy: str, options: dict[str, Any], cache: str, schedule: str, lengths: Any,
+                 baseline: bool = False, group: str = "", swept: bool = False) -> None:
+        self.policy, self.options, self.cache, self.schedule, self.lengths = policy, options, cache, schedule, lengths
+        self.baseline, self.group, self.swept = baseline, group, swept
+
+    @property
+    def label(self) -> str:
+        parts = [self.policy]
+        parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
+        if self.cache != "none":
+            parts.append(f"cache={self.cache}")
+        if self.schedule != "fixed":
+            parts.append(f"schedule={self.schedule}")
+        if self.baseline:
+            parts.append("(baseline)")
+        return " ".join(parts)
+
+
+def plan_runs(policies: list[str], options: dict[str, Any], cache: str, schedule: str, lengths: Lengths | None,
+              baseline: bool, sweep: tuple[str, list[Any]] | None) -> list[_Run]:
+    """The runs of one ``dllm eval`` call: the baseline, then each policy (each sweep value). Every policy gets
+    the options it (or the cache/schedule) accepts; an option no run accepts is an error."""
+    runs: list[_Run] = []
+    if baseline:
+        runs.append(_Run(BASELINE_POLICY, {}, "none", "fixed", None, baseline=True))
+    used: set[str] = set()
+    swept_any = False
+    for policy in policies:
+        names = set(option_table(policy, cache, schedule))
+        mine = {k: v for k, v in options.items() if k in names}
+        used |= set(mine)
+        group = " ".join([policy] + [f"{k}={v}" for k, v in sorted(mine.items()) if not sweep or k != sweep[0]])
+        if sweep and sweep[0] in names:
+            swept_any = True
+            for value in sweep[1]:
+                runs.append(_Run(policy, {**mine, sweep[0]: value}, cache, schedule, lengths, group=group,
+                                 swept=True))
+        else:
+            runs.append(_Run(policy, mine, cache, schedule, lengths, group=group))
+    unused = sorted(set(options) - used)
+    if unused:
+        raise DllmError(
+            f"option {unused[0]!r} is accepted by none of the policies {', '.join(policies)} with cache {cache!r} "
+            f"and schedule {schedule!r}"
+        )
+    if sweep and not swept_any:
+        raise DllmError(f"--sweep {sweep[0]!r} is an option of none of the policies {', '.join(policies)}")
+    return assign_lengths(runs, lengths) if lengths is not None else runs
+
+
+def assign_lengths(runs: list[_Run], lengths: Lengths) -> list[_Run]:
+    """Give every run the resolved lengths (known once the model is loaded); the baseline decodes one token per
+    step (steps = gen_length)."""
+    for run in runs:
+        run.lengths = Lengths(lengths.gen_length, lengths.block_length, lengths.gen_length) if run.baseline else lengths
+    return runs
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[dict], sweep_key: str | None
+                 ) -> dict[str, Any]:
+    """Rows with speedups vs the baseline, plus AUP per policy when sweeping."""
+    bench_obj, _ = get_benchmark(bench)
+    primary = bench_obj.primary_metric
+    base = next((s for r, s in zip(runs, summaries) if r.baseline), None)
+    rows = []
+    for run, s in zip(runs, summaries):
+        rows.append({
+            "label": run.label, "policy": run.policy, "options": run.options, "cache": run.cache,
+            "block_schedule": run.schedule, "baseline": run.baseline, "group": run.group, "swept": run.swept,
+            "tag": s["tag"],
+            "n": s["n"], "accuracy": s["accuracy"], "per_family": s.get("per_family"),
+            "mean_nfe": s["mean_nfe"], "tpf": s["tpf"], "tokens_per_s": s["tokens_per_s"],
+            "mean_latency_s": s["mean_latency_s"],
+            "speedup_nfe": _ratio(base["mean_nfe"], s["mean_nfe"]) if base else None,
+            "speedup_time": _ratio(base["mean_latency_s"], s["mean_latency_s"]) if base else None,
+            "speedup_throughput": _ratio(s["tokens_per_s"], base["tokens_per_s"]) if base else None,
+            "summary": str(Path(s["records"]).with_suffix(".summary.json")),
+        })
+    report: dict[str, Any] = {"bench": bench, "model": model_name, "primary_metric": primary, "rows": rows}
+    if sweep_key is not None:
+        report["sweep_key"] = sweep_key
+        report["aup"], report["aup_y_max"] = _aup(rows, primary)
+    return report
+
+
+def _aup(rows: list[dict], primary: str) -> tuple[dict[str, float | None], float]:
+    """AUP (metrics.aup) per swept policy group over its (TPF, accuracy %) points, the baseline's point included;
+    y_max = best accuracy of all rows (the comparison group). Points with TPF 0 (nothing generated) are left out."""
+    import warnings
+
+    from dllm.evals.metrics import aup
+
+    y_max = max(100 * r["accuracy"][primary] for r in rows)
+    base = [r for r in rows if r["baseline"]]
+    out: dict[str, float | None] = {}
+    for group in dict.fromkeys(r["group"] for r in rows if r["swept"]):
+        pts = [(r["tpf"], 100 * r["accuracy"][primary]) for r in base + [r for r in rows if r["group"] == group
+                                                                          and r["swept"]]]
+        pts = [(x, y) for x, y in pts if x is not None and x > 0]
+        if not pts:
+            out[group] = None
+        elif y_max <= 0:
+            out[group] = 0.0
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[group] = aup(pts, y_max=y_max)
+    return out, y_max
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    bench, rows = report["bench"], report["rows"]
+    bench_obj, _ = get_benchmark(bench)
+    table = Table(title=f"dllm eval · {bench} · {report['model']} · n={rows[0]['n'] if rows else 0}")
+    table.add_column("policy")
+    extra = bench_obj.extra_columns(rows)
+    for header, _key in bench_obj.columns:
+        table.add_column(header, justify="right")
+    for header, _fn in extra:
+        table.add_column(header, justify="right")
+    for name in ("NFE", "TPF", "tok/s", "s/sample", "xNFE", "xtime"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        cells = [_pct(r["accuracy"].get(key)) for _header, key in bench_obj.columns]
+        cells += [_pct(fn(r)) for _header, fn in extra]
+        cells += [_num(r["mean_nfe"], "{:.1f}"), _num(r["tpf"]), _num(r["tokens_per_s"], "{:.1f}"),
+                  _num(r["mean_latency_s"], "{:.3f}"), _num(r["speedup_nfe"], "{:.2f}x"),
+                  _num(r["speedup_time"], "{:.2f}x")]
+        table.add_row(r["label"], *cells, style="dim" if r["baseline"] else None)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 200))
+    console.print(table)
+    console.print(
+        "[dim]NFE = forwards per sample; TPF = generated tokens / NFE; s/sample = batched generate wall time / rows "
+        "(warm-up excluded); xNFE, xtime = speedup vs the baseline as NFE ratio and wall-clock ratio.[/]"
+    )
+    if "aup" in report:
+        console.print(f"AUP ({report['primary_metric']}, accuracy % vs TPF, y_max={report['aup_y_max']:.1f}):")
+        for group, value in report["aup"].items():
+            console.print(f"  {group}: {'-' if value is None else f'{value:.2f}'}", highlight=False)
+
+
+def plot_frontier(report: dict[str, Any], path: str) -> None:
+    """Accuracy (primary metric, %) vs TPF: one line per policy group, the baseline as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = report["primary_metric"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rows = [r for r in report["rows"] if r["tpf"] is not None]
+    for group in dict.fromkeys(r["group"] for r in rows if not r["baseline"]):
+        members = sorted((r for r in rows if r["group"] == group and not r["baseline"]), key=lambda r: r["tpf"])
+        xs = [r["tpf"] for r in members]
+        ys = [100 * r["accuracy"][primary] for r in members]
+        ax.plot(xs, ys, marker="o", label=group)
+        if sweep_key := report.get("sweep_key"):
+            for r, x, y in zip(members, xs, ys):
+                if r["swept"]:
+                    ax.annotate(f"{r['options'].get(sweep_key)}", (x, y), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7)
+    for r in rows:
+        if r["baseline"]:
+            ax.scatter([r["tpf"]], [100 * r["accuracy"][primary]], marker="*", s=160, color="black", label=r["label"],
+                       zorder=3)
+    accs = [100 * r["accuracy"][primary] for r in rows]
+    if accs:
+        ax.set_ylim(max(-3.0, min(accs) - 5), min(103.0, max(accs) + 5))
+    ax.set_xlabel("tokens per forward (TPF)")
+    ax.set_ylabel(f"{primary} accuracy (%)")
+    ax.set_title(f"{report['bench']}: accuracy vs parallelism")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["BASELINE_POLICY", "assign_lengths", "build_report", "plan_runs", "plot_frontier", "print_report"]

@@ -1,0 +1,88 @@
+"""Options every policy accepts (``register_common_options``), applied after the policy's own factory in this
+order, each adding a ``Modifier``:
+
+* ``early_commit=True`` (+ ``early_commit_thresholds``, ``answer_region``, ``early_commit_gap``): Prophet's
+  all-in commit on top of any policy;
+* ``eotp="reference"|"threshold"`` (+ ``eotp_threshold``): Learn2PD's end-of-text prediction.
+
+Composition order inside one step (``Policy.decide``): logits processors (credit) -> scorer -> selector
+(threshold / quota / filter) -> modifiers (early commit, then EoTP). The block schedule (``fixed`` or
+``adaptive``) is independent: it sets each row's block from the raw logits of the block's first forward,
+before the policy runs, and per-block state (credit) resets when a row opens a block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dllm.errors import DllmError, check_choice
+from dllm.registry import Option
+from dllm.samplers.base import Policy
+from dllm.samplers.eotp import MODES as EOTP_MODES
+from dllm.samplers.eotp import EndOfTextPrediction
+from dllm.samplers.prophet import DEFAULT_THRESHOLDS, GAP_REDUCTIONS, EarlyCommit, parse_region, parse_thresholds
+from dllm.samplers.registry import register_common_options
+
+#: Prophet's three gap thresholds (early, mid, late generation)
+EARLY_COMMIT_THRESHOLDS = Option(
+    "early_commit_thresholds", DEFAULT_THRESHOLDS, "Prophet's logit-gap thresholds for progress < 1/3, < 2/3, rest",
+    kind=None, parse=parse_thresholds, allowed="three numbers >= 0, e.g. 7.5,5,2.5")
+#: which generated positions early commit monitors
+ANSWER_REGION = Option(
+    "answer_region", None, "generation offsets start:end whose gap is monitored (default: every undecided one)",
+    kind=None, nullable=True, parse=parse_region, allowed="start:end (end exclusive, may be empty)")
+#: how the monitored positions' gaps are reduced to one number
+EARLY_COMMIT_GAP = Option("early_commit_gap", "mean", "reduce the monitored gaps with mean or min", kind=str,
+                          choices=GAP_REDUCTIONS)
+
+
+def _parse_eotp(value: Any) -> str | None:
+    if value in (None, False) or (isinstance(value, str) and value.strip().lower() in ("off", "none", "false")):
+        return None
+    check_choice("eotp mode", value, EOTP_MODES)
+    return value
+
+
+@register_common_options("Prophet early commit on top of any policy", [
+    Option("early_commit", False, "commit every remaining position once the answer's logit gap is large",
+           kind=bool),
+    EARLY_COMMIT_THRESHOLDS, ANSWER_REGION, EARLY_COMMIT_GAP,
+])
+def apply_early_commit(policy: Policy, early_commit: bool = False, early_commit_thresholds: Any = None,
+                       answer_region: Any = None, early_commit_gap: Any = None) -> Policy:
+    has = any(isinstance(m, EarlyCommit) for m in policy.modifiers)
+    extra = {k: v for k, v in (("early_commit_thresholds", early_commit_thresholds), ("answer_region", answer_region),
+                               ("early_commit_gap", early_commit_gap)) if v is not None}
+    if has:
+        if not early_commit:
+            raise DllmError(f"policy {policy.name!r} always commits early; use its base policy instead of early_commit=False")
+        return policy
+    if not early_commit:
+        if extra:
+            raise DllmError(f"{sorted(extra)[0]} needs early_commit=True")
+        return policy
+    thresholds = DEFAULT_THRESHOLDS if early_commit_thresholds is None else early_commit_thresholds
+    gap = "mean" if early_commit_gap is None else early_commit_gap
+    return policy.add_modifier(EarlyCommit(thresholds, answer_region, gap), "answer", early_commit=True,
+                               early_commit_thresholds=tuple(thresholds), answer_region=answer_region,
+                               early_commit_gap=gap)
+
+
+@register_common_options("Learn2PD end-of-text prediction on top of any policy", [
+    Option("eotp", None, "end-of-text prediction: reference (after the filter/most confident commit) or threshold",
+           kind=None, nullable=True, parse=_parse_eotp, allowed="off|" + "|".join(EOTP_MODES)),
+    Option("eotp_threshold", 0.9, "EOS probability that ends the answer (eotp=threshold)", kind=float, low=0,
+           low_open=True, high=1),
+])
+def apply_eotp(policy: Policy, eotp: Any = None, eotp_threshold: Any = None) -> Policy:
+    if eotp is None:
+        if eotp_threshold is not None:
+            raise DllmError("eotp_threshold needs eotp='threshold'")
+        return policy
+    if eotp_threshold is not None and eotp != "threshold":
+        raise DllmError(f"eotp_threshold applies to eotp='threshold' only, not {eotp!r}")
+    tau = 0.9 if eotp_threshold is None else eotp_threshold
+    opts: dict[str, Any] = {"eotp": eotp}
+    if eotp == "threshold":
+        opts["eotp_threshold"] = tau
+    return policy.add_modifier(EndOfTextPrediction(eotp, tau), "answer", **opts)
