@@ -21,9 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dllm.evals import gsm8k
 from dllm.evals import generators as wl
+from dllm.evals import gsm8k
 from dllm.training.subword import build_workload_tokenizer
+
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

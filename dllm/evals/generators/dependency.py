@@ -142,7 +142,7 @@ def _sum_to_target(g: Gen) -> Spec:
         "    assert isinstance(result, list)",
         f"    assert len(result) == {n}",
         f"    assert len(set(result)) == {n}",
-        f"    assert all(isinstance(x, int) and x > 0 for x in result)",
+        "    assert all(isinstance(x, int) and x > 0 for x in result)",
         f"    assert sum(result) == {t}",
     ]
     if var == "even":

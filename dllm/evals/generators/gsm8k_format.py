@@ -188,7 +188,7 @@ def _fruit_stand(d: Draw) -> str:
     c, e = d.num("boxes2", 2, 9), d.num("per_box2", 12, 43)
     x = d.say(f"There are @ {f1}.", f"{a} * {b}")
     y = d.say(f"There are @ {f2}.", f"{c} * {e}")
-    d.say(f"In total there are @ pieces of fruit.", f"{x} + {y}")
+    d.say("In total there are @ pieces of fruit.", f"{x} + {y}")
     return d.pick((
         f"{p.name}'s fruit stand has {a} boxes of {f1} with {b} {f1} in each box and {c} boxes of {f2} with "
         f"{e} {f2} in each box. How many pieces of fruit are at the stand?",
@@ -203,7 +203,7 @@ def _reading(d: Draw) -> str:
     r = 2 * d.num("half_left", 10, 49)
     n = a * days + r
     read = d.say(f"{p.name} reads @ pages in {days} days.", f"{a} * {days}")
-    left = d.say(f"There are @ pages left.", f"{n} - {read}")
+    left = d.say("There are @ pages left.", f"{n} - {read}")
     d.say(f"Tomorrow {p.he} reads @ pages.", f"{left} / 2")
     return d.pick((
         f"{p.name} is reading a {n}-page book. {_cap(p.he)} reads {a} pages a day for {days} days. Tomorrow "
@@ -221,7 +221,7 @@ def _garden(d: Draw) -> str:
     eaten = d.num("eaten", 1, rows * k // 4)
     t = d.num("yield", 2, 6)
     total = d.say(f"{p.name} plants @ {crop}.", f"{rows} * {k}")
-    alive = d.say(f"@ plants are left after the rabbits.", f"{total} - {eaten}")
+    alive = d.say("@ plants are left after the rabbits.", f"{total} - {eaten}")
     d.say(f"They give @ {produce}.", f"{alive} * {t}")
     return d.pick((
         f"{p.name} plants {rows} rows of {crop} with {k} plants in each row. Rabbits eat {eaten} of the plants. "
@@ -238,8 +238,8 @@ def _classroom(d: Draw) -> str:
     pack = d.pick((4, 5, 6, 10))
     per = pack * d.num("packs_per_boy", 1, 3)
     n = girls + boys
-    b = d.say(f"There are @ boys.", f"{n} - {girls}")
-    pencils = d.say(f"The boys get @ pencils.", f"{b} * {per}")
+    b = d.say("There are @ boys.", f"{n} - {girls}")
+    pencils = d.say("The boys get @ pencils.", f"{b} * {per}")
     d.say(f"{p.name} needs @ packs.", f"{pencils} / {pack}")
     return d.pick((
         f"There are {n} students in {p.name}'s class and {girls} of them are girls. {p.name} gives every boy "
@@ -254,9 +254,9 @@ def _shopping(d: Draw) -> str:
     x, a = d.num("shirts", 2, 5), d.num("shirt_price", 8, 27)
     y, b = d.num("pants", 1, 4), d.num("pant_price", 15, 46)
     bill = d.pick([v for v in (50, 100, 200, 500) if v > x * a + y * b][:2])
-    s = d.say(f"The shirts cost $@.", f"{x} * {a}")
-    t = d.say(f"The pants cost $@.", f"{y} * {b}")
-    u = d.say(f"Together they cost $@.", f"{s} + {t}")
+    s = d.say("The shirts cost $@.", f"{x} * {a}")
+    t = d.say("The pants cost $@.", f"{y} * {b}")
+    u = d.say("Together they cost $@.", f"{s} + {t}")
     d.say(f"{p.name} gets $@ in change.", f"{bill} - {u}")
     return d.pick((
         f"{p.name} buys {x} shirts for ${a} each and {y} pairs of pants for ${b} each. {_cap(p.he)} pays with a "
@@ -288,9 +288,9 @@ def _pizza_party(d: Draw) -> str:
     per_person = d.pick([k for k in (2, 3, 4) if (pizzas * slices) % k == 0] or [1])
     price = d.num("pizza_price", 8, 19)
     people = pizzas * slices // per_person
-    total = d.say(f"The guests eat @ slices.", f"{people} * {per_person}")
-    n = d.say(f"That is @ pizzas.", f"{total} / {slices}")
-    d.say(f"The pizzas cost $@.", f"{n} * {price}")
+    total = d.say("The guests eat @ slices.", f"{people} * {per_person}")
+    n = d.say("That is @ pizzas.", f"{total} / {slices}")
+    d.say("The pizzas cost $@.", f"{n} * {price}")
     return d.pick((
         f"{p.name} is having a party for {people} guests. Each guest eats {per_person} slices of pizza and each "
         f"pizza is cut into {slices} slices. A pizza costs ${price}. How much does {p.name} spend on pizza?",
@@ -319,10 +319,10 @@ def _library(d: Draw) -> str:
     shelves, per = d.num("shelves", 3, 9), 4 * d.num("per_shelf_quarter", 4, 15)
     frac, word = d.pick(((2, "half"), (4, "a quarter")))
     new = d.num("new_books", 10, 49)
-    total = d.say(f"The library has @ books.", f"{shelves} * {per}")
-    gone = d.say(f"It gives away @ books.", f"{total} / {frac}")
-    left = d.say(f"It keeps @ books.", f"{total} - {gone}")
-    d.say(f"Now it has @ books.", f"{left} + {new}")
+    total = d.say("The library has @ books.", f"{shelves} * {per}")
+    gone = d.say("It gives away @ books.", f"{total} / {frac}")
+    left = d.say("It keeps @ books.", f"{total} - {gone}")
+    d.say("Now it has @ books.", f"{left} + {new}")
     return d.pick((
         f"A school library has {shelves} shelves with {per} books on each shelf. {p.name}, the librarian, gives "
         f"away {word} of the books and then buys {new} new ones. How many books does the library have now?",
@@ -337,8 +337,8 @@ def _water_tank(d: Draw) -> str:
     minutes = d.num("minutes", 8, 39)
     have = d.num("already", 10, 89)
     cap = have + rate * minutes
-    need = d.say(f"The tank needs @ more liters.", f"{cap} - {have}")
-    d.say(f"Filling it takes @ minutes.", f"{need} / {rate}")
+    need = d.say("The tank needs @ more liters.", f"{cap} - {have}")
+    d.say("Filling it takes @ minutes.", f"{need} / {rate}")
     return d.pick((
         f"A water tank holds {cap} liters and already has {have} liters in it. {p.name} fills it with a hose "
         f"that pours {rate} liters per minute. How many minutes does it take to fill the tank?",
@@ -353,9 +353,9 @@ def _candy_share(d: Draw) -> str:
     per_bag = d.num("per_bag", 8, 39)
     friends = d.pick([f for f in range(2, 7) if bags * per_bag % f == 0])
     eats = d.num("eats", 1, bags * per_bag // friends - 1)
-    t = d.say(f"There are @ candies.", f"{bags} * {per_bag}")
-    each = d.say(f"Each friend gets @ candies.", f"{t} / {friends}")
-    d.say(f"Each friend has @ candies left.", f"{each} - {eats}")
+    t = d.say("There are @ candies.", f"{bags} * {per_bag}")
+    each = d.say("Each friend gets @ candies.", f"{t} / {friends}")
+    d.say("Each friend has @ candies left.", f"{each} - {eats}")
     return d.pick((
         f"{p.name} has {bags} bags with {per_bag} candies in each bag. {_cap(p.he)} shares all of them equally "
         f"among {friends} friends. Each friend eats {eats} candies. How many candies does each friend have left?",
@@ -370,7 +370,7 @@ def _ages(d: Draw) -> str:
     qa = d.say(f"{q.name} is @ years old.", f"{a} * {m}")
     later = d.say(f"In {y} years {q.name} will be @ years old.", f"{qa} + {y}")
     mine = d.say(f"{p.name} will be @ years old.", f"{a} + {y}")
-    d.say(f"Their ages will add up to @.", f"{later} + {mine}")
+    d.say("Their ages will add up to @.", f"{later} + {mine}")
     return d.pick((
         f"{p.name} is {a} years old. {q.name} is {m} times as old as {p.name}. In {y} years, what will be the sum "
         f"of their ages?",
@@ -384,10 +384,10 @@ def _recipe(d: Draw) -> str:
     flour, batch = d.num("flour", 2, 5), d.num("batch", 12, 35)
     k = d.num("times", 2, 6)
     sugar = d.num("sugar", 1, 3)
-    cookies = d.say(f"{p.name} wants @ cookies, which is {k} batches.", f"{batch} * {k}")
+    d.say(f"{p.name} wants @ cookies, which is {k} batches.", f"{batch} * {k}")
     f = d.say(f"{_cap(p.he)} needs @ cups of flour.", f"{flour} * {k}")
     s = d.say(f"{_cap(p.he)} needs @ cups of sugar.", f"{sugar} * {k}")
-    d.say(f"That is @ cups in all.", f"{f} + {s}")
+    d.say("That is @ cups in all.", f"{f} + {s}")
     return d.pick((
         f"A recipe for {batch} cookies uses {flour} cups of flour and {sugar} cups of sugar. {p.name} wants to "
         f"bake {k} times as many cookies. How many cups of flour and sugar does {p.he} need altogether?",
@@ -402,9 +402,9 @@ def _egg_farm(d: Draw) -> str:
     eggs = d.num("eggs_per_hen", 1, 3)
     price = d.num("dozen_price", 2, 7)
     days = d.pick((5, 6, 7))
-    per_day = d.say(f"The hens lay @ eggs a day.", f"{hens} * {eggs}")
+    per_day = d.say("The hens lay @ eggs a day.", f"{hens} * {eggs}")
     week = d.say(f"In {days} days they lay @ eggs.", f"{per_day} * {days}")
-    dozens = d.say(f"That is @ dozen.", f"{week} / 12")
+    dozens = d.say("That is @ dozen.", f"{week} / 12")
     d.say(f"{p.name} earns $@.", f"{dozens} * {price}")
     return d.pick((
         f"{p.name} has {hens} hens and each hen lays {eggs} eggs a day. {_cap(p.he)} sells the eggs for ${price} "
@@ -434,9 +434,9 @@ def _tickets(d: Draw) -> str:
     adults, a = d.num("adults", 2, 5), d.num("adult_price", 9, 24)
     kids, c = d.num("kids", 2, 6), d.num("kid_price", 4, 11)
     off = d.num("discount", 2, 9)
-    x = d.say(f"Adult tickets cost $@.", f"{adults} * {a}")
-    y = d.say(f"Child tickets cost $@.", f"{kids} * {c}")
-    t = d.say(f"Before the coupon the tickets cost $@.", f"{x} + {y}")
+    x = d.say("Adult tickets cost $@.", f"{adults} * {a}")
+    y = d.say("Child tickets cost $@.", f"{kids} * {c}")
+    t = d.say("Before the coupon the tickets cost $@.", f"{x} + {y}")
     d.say(f"With the coupon {p.he} pays $@.", f"{t} - {off}")
     return d.pick((
         f"{p.name} buys {adults} adult tickets at ${a} each and {kids} child tickets at ${c} each for the zoo. "
@@ -454,8 +454,8 @@ def _phone_plan(d: Draw) -> str:
     monthly = people * d.num("monthly_share", 6, 17)
     fee = people * fee_share
     plan = d.say(f"The plan costs $@ for {months} months.", f"{monthly} * {months}")
-    total = d.say(f"With the fee it costs $@.", f"{plan} + {fee}")
-    d.say(f"Each person pays $@.", f"{total} / {people}")
+    total = d.say("With the fee it costs $@.", f"{plan} + {fee}")
+    d.say("Each person pays $@.", f"{total} / {people}")
     return d.pick((
         f"{p.name} and {p.his} friends, {people} people in all, share a phone plan that costs ${monthly} a month. "
         f"There is also a one-time fee of ${fee}. They split the cost of {months} months and the fee evenly. "
@@ -469,8 +469,8 @@ def _homework(d: Draw) -> str:
     p = d.person()
     math = 2 * d.num("math_half", 8, 23)
     more = 2 * d.num("more_half", 3, 12)
-    reading = d.say(f"Reading takes @ minutes.", f"{math} + {more}")
-    science = d.say(f"Science takes @ minutes.", f"{reading} / 2")
+    reading = d.say("Reading takes @ minutes.", f"{math} + {more}")
+    science = d.say("Science takes @ minutes.", f"{reading} / 2")
     d.say(f"{_cap(p.he)} spends @ minutes on homework.", f"{math} + {reading} + {science}")
     return d.pick((
         f"{p.name} spends {math} minutes on math homework and {more} minutes more than that on reading. Science "
@@ -484,10 +484,10 @@ def _parking(d: Draw) -> str:
     p = d.person()
     cars, bikes = d.num("cars", 10, 49), d.num("bikes", 5, 28)
     trikes = d.num("trikes", 2, 5)
-    a = d.say(f"The cars have @ wheels.", f"{cars} * 4")
-    b = d.say(f"The bikes have @ wheels.", f"{bikes} * 2")
-    c = d.say(f"The tricycles have @ wheels.", f"{trikes} * 3")
-    d.say(f"There are @ wheels in all.", f"{a} + {b} + {c}")
+    a = d.say("The cars have @ wheels.", f"{cars} * 4")
+    b = d.say("The bikes have @ wheels.", f"{bikes} * 2")
+    c = d.say("The tricycles have @ wheels.", f"{trikes} * 3")
+    d.say("There are @ wheels in all.", f"{a} + {b} + {c}")
     return d.pick((
         f"{p.name} counts {cars} cars, {bikes} bicycles and {trikes} tricycles in a parking lot. How many wheels "
         f"are there altogether?",
@@ -501,7 +501,7 @@ def _discount(d: Draw) -> str:
     price, off = d.num("price", 12, 51), d.num("off", 2, 9)
     n = d.num("count", 2, 7)
     ship = d.num("shipping", 4, 15)
-    each = d.say(f"Each one costs $@.", f"{price} - {off}")
+    each = d.say("Each one costs $@.", f"{price} - {off}")
     t = d.say(f"{_cap(p.he)} pays $@ for them.", f"{each} * {n}")
     d.say(f"With shipping {p.he} pays $@.", f"{t} + {ship}")
     return d.pick((
@@ -517,9 +517,9 @@ def _factory(d: Draw) -> str:
     rate, hours = d.num("per_hour", 12, 43), d.num("hours", 4, 9)
     days = d.num("days", 2, 6)
     bad = d.num("defective", 3, 30)
-    day = d.say(f"The machine makes @ toys a day.", f"{rate} * {hours}")
+    day = d.say("The machine makes @ toys a day.", f"{rate} * {hours}")
     total = d.say(f"In {days} days it makes @ toys.", f"{day} * {days}")
-    d.say(f"@ toys are good.", f"{total} - {bad}")
+    d.say("@ toys are good.", f"{total} - {bad}")
     return d.pick((
         f"A machine in {p.name}'s factory makes {rate} toys an hour. It runs {hours} hours a day for {days} days. "
         f"{bad} of the toys are broken. How many good toys does it make?",
@@ -549,9 +549,9 @@ def _bus_trip(d: Draw) -> str:
     buses, seats = d.num("buses", 2, 6), d.num("seats", 20, 51)
     empty = d.num("empty", 1, 19)
     price = d.num("ticket", 3, 12)
-    t = d.say(f"The buses have @ seats.", f"{buses} * {seats}")
-    riders = d.say(f"@ people ride.", f"{t} - {empty}")
-    d.say(f"The tickets bring in $@.", f"{riders} * {price}")
+    t = d.say("The buses have @ seats.", f"{buses} * {seats}")
+    riders = d.say("@ people ride.", f"{t} - {empty}")
+    d.say("The tickets bring in $@.", f"{riders} * {price}")
     return d.pick((
         f"{p.name} organizes a trip with {buses} buses. Each bus has {seats} seats, and {empty} seats are empty. "
         f"Every rider pays ${price}. How much money does {p.name} collect?",
@@ -581,8 +581,8 @@ def _aquarium(d: Draw) -> str:
     tanks, fish = d.num("tanks", 2, 9), d.num("fish", 5, 20)
     grams = d.num("grams", 2, 5)
     days = d.pick((5, 7, 10))
-    n = d.say(f"There are @ fish.", f"{tanks} * {fish}")
-    g = d.say(f"They eat @ grams a day.", f"{n} * {grams}")
+    n = d.say("There are @ fish.", f"{tanks} * {fish}")
+    g = d.say("They eat @ grams a day.", f"{n} * {grams}")
     d.say(f"In {days} days they eat @ grams.", f"{g} * {days}")
     return d.pick((
         f"{p.name} has {tanks} fish tanks with {fish} fish in each tank. Every fish eats {grams} grams of food a "
@@ -599,7 +599,7 @@ def _laps(d: Draw) -> str:
     walk = d.num("walk", 100, 899)
     day = d.say(f"{p.name} bikes @ meters a day.", f"{track} * {laps}")
     total = d.say(f"In {days} days {p.he} bikes @ meters.", f"{day} * {days}")
-    d.say(f"With the walking, that is @ meters.", f"{total} + {walk}")
+    d.say("With the walking, that is @ meters.", f"{total} + {walk}")
     return d.pick((
         f"A bike track is {track} meters long. {p.name} rides {laps} laps a day for {days} days and also walks "
         f"{walk} meters on the last day. How many meters does {p.he} travel in total?",
@@ -613,7 +613,7 @@ def _split_money(d: Draw) -> str:
     small = d.num("smaller", 10, 69)
     more = d.num("more", 2, 29)
     total = 2 * small + more
-    rest = d.say(f"Without the extra, the money is $@.", f"{total} - {more}")
+    rest = d.say("Without the extra, the money is $@.", f"{total} - {more}")
     qs = d.say(f"{q.name} gets $@.", f"{rest} / 2")
     d.say(f"{p.name} gets $@.", f"{qs} + {more}")
     return d.pick((
@@ -646,9 +646,9 @@ def _paint_fence(d: Draw) -> str:
     sections, per = d.num("sections", 6, 21), d.num("sq_per_section", 4, 11)
     per_can = d.pick([c for c in range(4, 31) if sections * per % c == 0])
     price = d.num("can_price", 9, 24)
-    a = d.say(f"The fence is @ square meters.", f"{sections} * {per}")
+    a = d.say("The fence is @ square meters.", f"{sections} * {per}")
     cans = d.say(f"{p.name} needs @ cans.", f"{a} / {per_can}")
-    d.say(f"The paint costs $@.", f"{cans} * {price}")
+    d.say("The paint costs $@.", f"{cans} * {price}")
     return d.pick((
         f"{p.name}'s fence has {sections} sections, and each section is {per} square meters. One can of paint "
         f"covers {per_can} square meters and costs ${price}. How much does {p.name} spend on paint?",

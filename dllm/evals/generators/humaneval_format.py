@@ -738,8 +738,9 @@ def generate(split: str, n: int, seed: int = 0, with_meta: bool = False) -> list
 
     Test prompts are distinct (a family whose held-out pools run dry stops contributing). The train split is an
     i.i.d. stream that may repeat a prompt: a dependency problem has few prompts and many valid answers, and
-    seeing the same prompt with different answers is what teaches the spread marginals. Families take turns in rounds (each round a fresh random order), dependency families
-    included, so every family has ``n // len(families)`` or one more problems."""
+    seeing the same prompt with different answers is what teaches the spread marginals. Families take turns in
+    rounds (each round a fresh random order), dependency families included, so each family has about
+    ``n / len(families)`` problems."""
     check_choice("split", split, SPLITS)
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise DllmError(f"n must be a non-negative integer, got {n!r}")
