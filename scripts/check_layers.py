@@ -40,17 +40,17 @@ def layer_of(module: str) -> int:
     return dict(LAYERS)[best]
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def imports_of(path: Path, modules: set[str]) -> list[tuple[str, int]]:
+def imports_of(path: Path, modules: set[str], root: Path = ROOT) -> list[tuple[str, int]]:
     """(imported dllm module, line) for every import statement in ``path``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    me = module_name(path)
+    me = module_name(path, root)
     is_pkg = path.name == "__init__.py"
     out = []
     for node in ast.walk(tree):
@@ -70,20 +70,21 @@ def imports_of(path: Path, modules: set[str]) -> list[tuple[str, int]]:
     return out
 
 
-def check() -> list[str]:
-    files = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(f) for f in files}
+def check(root: Path = ROOT) -> list[str]:
+    """Problems found in ``root``/dllm (empty when the layering holds)."""
+    files = sorted((root / "dllm").rglob("*.py"))
+    modules = {module_name(f, root) for f in files}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     problems = []
     for f in files:
-        me = module_name(f)
-        for target, line in imports_of(f, modules):
+        me = module_name(f, root)
+        for target, line in imports_of(f, modules, root):
             if target not in modules:
                 continue
             if target != me:
                 graph[me].add(target)
             if layer_of(target) > layer_of(me):
-                problems.append(f"{f.relative_to(ROOT)}:{line}: {me} ({NAMES[layer_of(me)]}) imports {target} "
+                problems.append(f"{f.relative_to(root)}:{line}: {me} ({NAMES[layer_of(me)]}) imports {target} "
                                 f"({NAMES[layer_of(target)]}), a higher layer")
     # Tarjan's strongly connected components
     index: dict[str, int] = {}

@@ -21,7 +21,7 @@ Split rules are :mod:`dllm.evals.generators.humaneval_format`'s (held-out names,
 
 from __future__ import annotations
 
-from dllm.evals.generators.humaneval_format import NUM_LIST, WORDS, Gen, Spec
+from dllm.evals.generators.problem import NUM_LIST, WORDS, Gen, Spec
 
 
 def _literal_list(values: list[int]) -> str:
