@@ -274,3 +274,22 @@ def test_models_listing_names_the_kinds_and_the_shipped_checkpoints(capsys):
     out = capsys.readouterr().out
     for text in ("llada", "dream", "GSAI-ML/LLaDA-8B-Instruct", "shipped: tiny-llada", "shipped: tiny-dream"):
         assert text in out, text
+
+
+# --- the shipped workload is the text benchmarks' data for a shipped model ----------------------------------
+def test_text_benchmarks_use_the_shipped_workload_for_a_shipped_model(tmp_path):
+    from dllm.evals import generators
+    from dllm.evals.gsm8k import load_gsm8k
+    from dllm.evals.humaneval import load_humaneval
+
+    model = dllm.load_model("tiny-llada", device="cpu")
+    g = runner.load_samples(model, "gsm8k", limit=3, num_fewshot=1)
+    assert [s.ref["question"] for s in g] == [d["question"] for d in load_gsm8k(generators.GSM8K_TEST, limit=3)]
+    pool = {d["question"] for d in load_gsm8k(generators.GSM8K_FEWSHOT)}
+    assert any(q in g[0].prompt for q in pool)  # the shot comes from the shipped train pool
+    h = runner.load_samples(model, "humaneval", limit=2)
+    assert [s.id for s in h] == [p["task_id"] for p in load_humaneval(generators.HUMANEVAL_TEST, limit=2)]
+    # the tiny synthetic model's 256 positions cannot hold these prompts: one line, and no file is written
+    with pytest.raises(DllmError, match="exceeds the model's maximum length 256"):
+        runner.evaluate(model, "gsm8k", out_dir=tmp_path / "out", limit=2, progress=False)
+    assert not (tmp_path / "out").exists()

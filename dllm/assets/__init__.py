@@ -30,3 +30,12 @@ DEFAULT_MODEL: Path = ASSETS_DIR / "tiny-llada"
 def shipped_models() -> dict[str, Path]:
     """Name -> directory of every shipped checkpoint present in this installation."""
     return {name: ASSETS_DIR / name for name in SHIPPED if (ASSETS_DIR / name / "config.json").is_file()}
+
+
+def is_shipped(path: object) -> bool:
+    """Whether ``path`` (e.g. a model's ``name_or_path``) is a checkpoint shipped in this package."""
+    try:
+        p = Path(str(path)).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return p.parent == ASSETS_DIR and p.name in SHIPPED

@@ -153,6 +153,7 @@ def eval_command(
 
     use_chat = bench_obj.default_chat(lm) if chat is None else chat
     samples = runner.load_samples(lm, bench, limit=limit, data=data, chat=use_chat, **bench_options)
+    runner.check_fits(lm, samples, lengths.gen_length)
     summaries = []
     try:
         for run in runs:

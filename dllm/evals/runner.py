@@ -66,6 +66,16 @@ def load_samples(model: Any, bench: str, *, limit: int | None = None, data: str 
     return samples
 
 
+def check_fits(model: Any, samples: Sequence[Sample], gen_length: int) -> None:
+    """One line before any file is written when the longest prompt plus ``gen_length`` exceeds the model."""
+    longest = max((len(s.ids) for s in samples), default=0)
+    limit = int(getattr(model, "max_length", 0) or 0)
+    if limit and longest + gen_length > limit:
+        raise DllmError(f"the longest prompt ({longest} tokens) + gen_length {gen_length} exceeds the model's maximum "
+                        f"length {limit}; use a model with a longer context, fewer few-shot examples or a shorter "
+                        "--gen-length")
+
+
 _WARMED: set = set()
 
 
@@ -125,6 +135,7 @@ def evaluate(
         chat = bench_obj.default_chat(model)
     if samples is None:
         samples = load_samples(model, bench, limit=limit, data=data, chat=chat, **bench_opts)
+    check_fits(model, samples, lengths.gen_length)
     tag = policy_tag(policy, options, cache, block_schedule, lengths)
     config = run_config(model, bench, policy, options, cache=cache, block_schedule=block_schedule, lengths=lengths,
                         chat=chat, seed=seed, data=data, bench_options=bench_opts)
@@ -269,6 +280,6 @@ def _progress(show: bool, description: str, total: int, world: int) -> Any:
 
 
 __all__ = [
-    "Lengths", "Sample", "evaluate", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
+    "Lengths", "Sample", "check_fits", "evaluate", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
     "init_distributed", "dist_state",
 ]

