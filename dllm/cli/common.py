@@ -56,3 +56,42 @@ def render_prompt(model: Any, prompt: str, chat: bool) -> list[int]:
     if not ids:
         raise DllmError("empty prompt")
     return ids
+
+
+def ensure_output_dir(path: str, option: str = "--out") -> None:
+    """Create ``path`` (and parents) now, so an output directory that cannot exist or be written is a one-line
+    error before any work rather than a traceback after it."""
+    import os
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise DllmError(f"{option} {path!r} cannot be used as an output directory: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DllmError(f"{option} {path!r} is not writable")
+
+
+def ensure_appendable_file(path: str, option: str) -> None:
+    """Open ``path`` for appending once (creating it), so a log file that cannot be written fails up front."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise DllmError(f"{option} {path!r} cannot be written: {exc.strerror or exc}") from None
+
+
+def read_text_file(path: str, what: str) -> str:
+    """A user-named text file as UTF-8 text; a missing, unreadable or non-UTF-8 file is a one-line error
+    naming ``what`` and the path."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DllmError(f"{what} {path!r} does not exist") from None
+    except OSError as exc:
+        raise DllmError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DllmError(f"{what} {path!r} is not UTF-8 text: byte {raw[exc.start]:#04x} on line {line}") from None

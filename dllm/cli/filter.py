@@ -14,10 +14,12 @@ from dllm.errors import DllmError
 
 def _read_prompts(path: str) -> list[str]:
     """One prompt per line (``.txt``) or JSON lines with a ``prompt`` (or ``question``/``text``) field."""
+    from dllm.cli.common import read_text_file
+
     p = Path(path)
     if not p.is_file():
         raise DllmError(f"prompts file {path!r} does not exist")
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln for ln in read_text_file(path, "prompts file").splitlines() if ln.strip()]
     if p.suffix in (".jsonl", ".json"):
         out = []
         for i, ln in enumerate(lines, 1):
@@ -73,10 +75,11 @@ def train_filter_command(
     from rich.table import Table
 
     import dllm
-    from dllm.cli.common import default_model_path, render_prompt
+    from dllm.cli.common import default_model_path, ensure_output_dir, render_prompt
     from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
     from dllm.errors import check_choice
-    from dllm.training.filter import LAYER_CHOICES, TRAJECTORIES, collect_filter_data, save_filter, train_filter
+    from dllm.samplers.learned import LAYER_CHOICES, save_filter
+    from dllm.training.filter import TRAJECTORIES, collect_filter_data, train_filter
 
     check_choice("--trajectory", trajectory, TRAJECTORIES)
 
@@ -95,6 +98,7 @@ def train_filter_command(
     if gen_length <= 0 or block_length <= 0 or gen_length % block_length:
         raise DllmError(f"--gen-length {gen_length} must be a positive multiple of --block-length {block_length}")
 
+    ensure_output_dir(out)
     console = Console(stderr=True)
     model_path = model or default_model_path()
     local = Path(model_path).is_dir()

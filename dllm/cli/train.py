@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from dllm.cli.app import app
+from dllm.cli.common import ensure_appendable_file, ensure_output_dir
 from dllm.errors import DllmError
 
 
@@ -61,6 +62,9 @@ def train_tiny_command(
     if train_pool < 1:
         raise DllmError(f"--train-pool must be a positive integer, got {train_pool}")
     dev = resolve_device(device)
+    ensure_output_dir(out)
+    if log_file:
+        ensure_appendable_file(log_file, "--log-file")
     cfg = TrainConfig(
         kind=kind, out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, hidden=hidden, layers=layers,
         heads=heads, families=fams, eval_every=eval_every, eval_per_family=eval_per_family, time_limit=time_limit,

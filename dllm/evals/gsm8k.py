@@ -37,19 +37,28 @@ _IGNORE = [re.compile(r","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.c
 def _read_jsonl(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise DllmError(f"GSM8K file {path!r} does not exist; pass a JSONL file with 'question' and 'answer' fields")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DllmError(f"cannot read GSM8K file {path!r}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        raise DllmError(f"GSM8K file {path!r} is not UTF-8 text: byte {raw[exc.start]:#04x} on line {lineno}") from None
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DllmError(f"GSM8K file {path!r} line {lineno} is not valid JSON: {exc.msg}") from exc
-            if not isinstance(doc, dict) or not isinstance(doc.get("question"), str) \
-                    or not isinstance(doc.get("answer"), str):
-                raise DllmError(f"GSM8K file {path!r} line {lineno} needs string fields 'question' and 'answer'")
-            docs.append(doc)
+    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DllmError(f"GSM8K file {path!r} line {lineno} is not valid JSON: {exc.msg}") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("question"), str) \
+                or not isinstance(doc.get("answer"), str):
+            raise DllmError(f"GSM8K file {path!r} line {lineno} needs string fields 'question' and 'answer'")
+        docs.append(doc)
     return docs
 
 

@@ -104,7 +104,78 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise DllmError(f"corrupt config.json in {str(directory)!r}: {exc}") from None
     if not isinstance(config, dict):
         raise DllmError(f"corrupt config.json in {str(directory)!r}: expected a JSON object")
+    check_config_types(config, str(directory / "config.json"))
     return config
+
+
+# --- config value types ---------------------------------------------------------------------------------------------
+# What each kind expects of the config.json keys its implementation reads: "count" = positive integer, "int" =
+# non-negative integer, "number" = int or float, "bool", "str"; a trailing "?" allows null. Keys that are absent are
+# not checked here (the implementations apply their defaults); REQUIRED_CONFIG_KEYS lists those without a default.
+_COMMON_CONFIG_TYPES = {"mask_token_id": "int?", "pad_token_id": "int?", "bos_token_id": "int?", "eos_token_id": "int-or-list?"}
+_CONFIG_TYPES: dict[str, dict[str, str]] = {
+    "llada": {
+        "d_model": "count", "n_heads": "count", "n_kv_heads": "count?", "n_layers": "count", "mlp_hidden_size": "count?",
+        "mlp_ratio": "number", "vocab_size": "count?", "embedding_size": "count?", "max_sequence_length": "count",
+        "block_group_size": "count", "rope_theta": "number", "rms_norm_eps": "number", "rope": "bool", "alibi": "bool",
+        "rope_full_precision": "bool", "include_bias": "bool", "bias_for_layer_norm": "bool?", "weight_tying": "bool",
+        "scale_logits": "bool", "input_emb_norm": "bool", "attention_layer_norm": "bool",
+        "multi_query_attention": "bool?", "block_type": "str", "layer_norm_type": "str", "activation_type": "str",
+    },
+    "dream": {
+        "hidden_size": "count", "num_attention_heads": "count", "num_key_value_heads": "count?",
+        "intermediate_size": "count", "num_hidden_layers": "count", "vocab_size": "count",
+        "max_position_embeddings": "count", "rope_theta": "number", "rms_norm_eps": "number",
+        "tie_word_embeddings": "bool", "hidden_act": "str",
+    },
+}
+REQUIRED_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "llada": ("d_model", "n_heads", "n_layers"),
+    "dream": ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size"),
+}
+_TYPE_WORDS = {"count": "a positive integer", "int": "a non-negative integer", "number": "a number", "bool": "true or false",
+               "str": "a string", "int-or-list": "a non-negative integer or a list of them"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _type_ok(kind: str, v: Any) -> bool:
+    if kind == "count":
+        return _is_int(v) and v > 0
+    if kind == "int":
+        return _is_int(v) and v >= 0
+    if kind == "number":
+        return (_is_int(v) or isinstance(v, float)) and v == v
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    return _type_ok("int", v) or (isinstance(v, list) and bool(v) and all(_type_ok("int", x) for x in v))
+
+
+def check_config_types(config: dict[str, Any], where: str) -> None:
+    """Every config value the implementations read has the type they need; otherwise one DllmError naming the
+    key, the value and the expected type (instead of a ValueError from ``int("four")`` deep in a constructor).
+    Unknown model types are left to :func:`model_class_for`."""
+    model_type = str(config.get("model_type", "")).lower()
+    for key in REQUIRED_CONFIG_KEYS.get(model_type, ()):
+        if key not in config:
+            raise DllmError(f"{where}: missing key {key!r} ({_TYPE_WORDS[_CONFIG_TYPES[model_type][key].rstrip('?')]}) "
+                            f"that a {model_type} config needs")
+    if model_type == "llada" and config.get("vocab_size") is None and config.get("embedding_size") is None:
+        raise DllmError(f"{where}: a llada config needs vocab_size or embedding_size (a positive integer)")
+    for key, kind in {**_COMMON_CONFIG_TYPES, **_CONFIG_TYPES.get(model_type, {})}.items():
+        if key not in config:
+            continue
+        value = config[key]
+        nullable = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if (value is None and nullable) or (value is not None and _type_ok(kind, value)):
+            continue
+        expected = _TYPE_WORDS[kind] + (" or null" if nullable else "")
+        raise DllmError(f"{where}: {key} is {json.dumps(value)}, expected {expected}")
 
 
 def model_class_for(config: dict[str, Any], where: str) -> type[DiffusionLM]:
