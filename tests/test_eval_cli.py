@@ -40,10 +40,73 @@ def _records(path: Path) -> list[dict]:
 # --- dllm generate -----------------------------------------------------------------------------------------------------
 
 
-def test_generate_on_the_shipped_model(capsys):
+@pytest.fixture(scope="module")
+def shipped():
+    from dllm.assets import DEFAULT_MODEL
+
+    return dllm.load_model(str(DEFAULT_MODEL), device="cpu")
+
+
+def _nfe(model, prompt: str, **kwargs) -> int:
+    ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return dllm.generate(model, [ids], gen_length=16, block_length=16, **kwargs).nfe
+
+
+def test_generate_on_the_shipped_model(capsys, shipped):
+    """Default: threshold 0.9, and the summary sets its NFE against one-token-per-step decoding of the prompt."""
+    import re
+
     code, out, err = run_cli(capsys, "generate", "add:12+34=")
     assert code == 0, err
-    assert out.splitlines()[0] == "46" and "NFE 16" in out and "note:" not in err
+    answer, summary = out.splitlines()
+    assert answer == "46" and "note:" not in err
+    m = re.match(r"threshold 0\.9 · cache none · \d+ tokens · NFE (\d+) vs (\d+) one-token-per-step "
+                 r"\((\d+\.\d)x (fewer|more) forwards\) · .* tok/s · .*after a warm-up call", summary)
+    assert m, summary
+    nfe, base = int(m[1]), int(m[2])
+    assert nfe == _nfe(shipped, "add:12+34=", policy="threshold", threshold=0.9)
+    assert base == _nfe(shipped, "add:12+34=", policy="lowconf", steps=16)
+    assert nfe < base and m[3] == f"{base / nfe:.1f}" and m[4] == "fewer"
+
+
+def test_generate_json_carries_the_baseline_and_no_baseline_drops_it(capsys, shipped):
+    code, out, err = run_cli(capsys, "generate", "--json", "--policy", "threshold", "--threshold", "0.7", "sort:8315=")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["text"] == "1358" and rec["options"] == {"threshold": 0.7} and rec["warmup"] is True
+    assert rec["nfe"] == _nfe(shipped, "sort:8315=", policy="threshold", threshold=0.7)
+    assert rec["baseline_nfe"] == _nfe(shipped, "sort:8315=", policy="lowconf", steps=16)
+    assert rec["baseline_policy"] == "lowconf"
+    code, out, err = run_cli(capsys, "generate", "--no-baseline", "--no-warmup", "sort:8315=")
+    assert code == 0, err
+    assert "one-token-per-step" not in out and " · NFE " in out and "warm-up" not in out
+
+
+def test_generate_reads_stdin_without_its_trailing_newline(capsys, monkeypatch):
+    """``echo "sort:8315=" | dllm generate -``: the newline echo adds is not part of the prompt (the shipped
+    model answers 338 when it is)."""
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"sort:8315=\n"), encoding="utf-8"))
+    code, out, err = run_cli(capsys, "generate", "-")
+    assert code == 0, err
+    assert out.splitlines()[0] == "1358" and "note:" not in err
+
+
+def test_generate_runs_a_small_model_on_one_thread_unless_omp_says_otherwise(monkeypatch, shipped):
+    import torch
+
+    from dllm.cli.generate import limit_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert limit_cpu_threads(shipped) == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert limit_cpu_threads(shipped) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_generate_names_the_task_formats_for_a_foreign_prompt(capsys):
