@@ -119,7 +119,7 @@ def run_grid(model: Any, batches: list[Any], policies: list[tuple[str, dict[str,
 
     warm_gen = dict(gen, gen_length=gen["block_length"], steps=max(1, gen["steps"] * gen["block_length"] // gen["gen_length"]))
     for pol, popts in policies:
-        for label, name, copts in caches:
+        for _label, name, copts in caches:
             dllm.generate(model, prompts_of(batches[0])[:1], policy=pol, cache=name, **warm_gen, **popts, **copts)
     cells = {(pol, label): Cell() for pol, _ in policies for label, _, _ in caches}
     t0 = time.perf_counter()

@@ -42,22 +42,6 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def render_prompt(model: Any, prompt: str, chat: bool) -> list[int]:
-    """Token ids of ``prompt``; with ``chat`` the model's chat template wraps it as one user message (rendered
-    to text, then tokenized without extra special tokens, as the reference scripts do)."""
-    tok = model.tokenizer
-    if tok is None:
-        raise DllmError(f"model {model.name_or_path!r} ships no tokenizer; text prompts need one")
-    if chat:
-        if not getattr(tok, "chat_template", None):
-            raise DllmError(f"model {model.name_or_path!r} has no chat template; use --no-chat")
-        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise DllmError("empty prompt")
-    return ids
-
-
 def ensure_output_dir(path: str, option: str = "--out") -> None:
     """Create ``path`` (and parents) now, so an output directory that cannot exist or be written is a one-line
     error before any work rather than a traceback after it."""

@@ -75,9 +75,10 @@ def train_filter_command(
     from rich.table import Table
 
     import dllm
-    from dllm.cli.common import default_model_path, ensure_output_dir, render_prompt
-    from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
+    from dllm.api import encode_prompt
+    from dllm.cli.common import default_model_path, ensure_output_dir
     from dllm.errors import check_choice
+    from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
     from dllm.samplers.learned import LAYER_CHOICES, save_filter
     from dllm.training.filter import TRAJECTORIES, collect_filter_data, train_filter
 
@@ -111,7 +112,7 @@ def train_filter_command(
     else:
         texts = _read_prompts(prompts)[:n_prompts]
         source = f"{prompts} ({len(texts)} prompts)"
-    ids = [render_prompt(lm, t, chat) for t in texts]
+    ids = [encode_prompt(lm, t, chat) for t in texts]
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from dllm.cli.app import app
-from dllm.cli.common import default_model_path, parse_options, render_prompt
+from dllm.cli.common import default_model_path, parse_options
 from dllm.errors import DllmError
 
 DEFAULT_POLICY = "threshold"
@@ -85,11 +85,7 @@ def generate_command(
     lm = dllm.load_model(model or default_model_path(), device=device, dtype=dtype)
     threads = limit_cpu_threads(lm)
     gen_length, block_length, steps = dllm.decoding_lengths(lm, gen_length, block_length, steps)
-    if chat is None:
-        from dllm.api import default_chat
-
-        chat = default_chat(lm)
-    ids = render_prompt(lm, prompt, chat)
+    ids = dllm.encode_prompt(lm, prompt, chat)  # chat None: the checkpoint's default, as dllm.generate
 
     def run() -> Any:
         return dllm.generate(

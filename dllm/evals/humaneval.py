@@ -46,7 +46,8 @@ def _read_jsonl(file: str) -> list[dict]:
                 except json.JSONDecodeError as exc:
                     raise DllmError(f"HumanEval file {file!r}: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})") from None
                 if not isinstance(record, dict):
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is a JSON {type(record).__name__}, expected an object with {', '.join(_REQUIRED_KEYS)}")
+                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is a JSON {type(record).__name__}, "
+                                    f"expected an object with {', '.join(_REQUIRED_KEYS)}")
                 missing = [k for k in _REQUIRED_KEYS if k not in record]
                 if missing:
                     raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record.get('task_id')!r}) lacks {', '.join(missing)}")

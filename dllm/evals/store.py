@@ -59,7 +59,7 @@ class ResultStore:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise DllmError(f"results file {self.path!r} is in use by another run; wait for it or use another path")
+            raise DllmError(f"results file {self.path!r} is in use by another run; wait for it or use another path") from None
         try:
             self._load()
         except BaseException:

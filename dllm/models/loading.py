@@ -217,7 +217,8 @@ def load_state_dict(directory: Path, device: torch.device, dtype: torch.dtype) -
         except DllmError:
             raise
         except Exception as exc:
-            raise DllmError(f"corrupt checkpoint file {file.name!r} in {str(directory)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DllmError(f"corrupt checkpoint file {file.name!r} in {str(directory)!r}: {first}") from None
     return state
 
 
