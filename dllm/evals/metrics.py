@@ -4,7 +4,8 @@ Per-sample records (as stored by :class:`dllm.evals.store.ResultStore`) use thes
 
 * one or more score fields (``bool`` or a number in [0, 1]; e.g. ``correct``, or GSM8K's ``strict_match`` and
   ``flexible_extract``);
-* ``gen_tokens``: generated tokens counted for throughput (see spec 5.4: the answer up to EOS/stop);
+* ``gen_tokens``: generated tokens counted for throughput: the tokens before the first end token (EOS/EOT), see
+  docs/design.md#conventions;
 * ``nfe``: model forward passes spent on the sample;
 * ``latency_s``: wall-clock seconds for the sample.
 
@@ -103,7 +104,7 @@ def aup(
     max_drop: float = 5.0,
     strict: bool = False,
 ) -> float:
-    """Area Under the accuracy-Parallelism curve (hao-ai-lab / d3LLM), see peers.md section 5.
+    """Area Under the accuracy-Parallelism curve (hao-ai-lab / d3LLM), see docs/methods.md#aup.
 
     ``points``: ``(tpf, accuracy)`` pairs, accuracy in percent [0, 100], e.g. one per decoding threshold.
     They are sorted by TPF; ``y1`` is the accuracy at the lowest TPF. Points below ``y1 - max_drop`` are left

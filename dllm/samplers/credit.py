@@ -1,24 +1,27 @@
 """CreditDecoding (arXiv 2510.06133) as a ``LogitsProcessor``: trace credits fused into the logits.
 
-Reference: dInfer's ``CreditThresholdParallelDecoder`` (spec ``policies.md`` §1). Per masked position of the
+Reference: dInfer's ``CreditThresholdParallelDecoder`` (docs/methods.md#creditdecoding). Per masked position of the
 current block, the token that is the raw top-1 at a step earns credit ``q_top ** gamma``; every step all
 credit decays by ``beta`` first; the logits get ``alpha * log(1 + credit)`` added, so a token that keeps
 winning but is under-confident reaches the commit threshold sooner. The current step's own contribution is
 included before fusion (credit acts on the very first step).
 
-Storage is sparse and exact (spec §1.2): per row and block offset a few (token, credit) slots, because at
-most one token per position earns credit per step. Slots grow on demand.
+Storage is sparse and exact: per row and block offset a few (token, credit) slots, because at most one token
+per position earns credit per step (a dense [B, K, V] float32 matrix would cost ~32 MB per row for K = 64 on
+LLaDA's vocabulary). Slots grow on demand.
 
-State and reset (deliberate deviation): the reference keys credit by absolute block coordinates and clears
+**Quirk** (state and reset, deliberate): the reference keys credit by absolute block coordinates and clears
 it only when no MASK is left anywhere in the canvas, so with an EOS early stop credit and step counters leak
-into the next prompt (spec §1.4, a verified quirk). Here credit lives in the per-``generate`` ``PolicyState``
-(one slice per row, so batch rows never share it), keyed by the offset *inside* the row's current block,
-and is zeroed for a row whenever that row opens a block. Within one block this is exactly the reference.
+into the next prompt. Here credit lives in the per-``generate`` ``PolicyState`` (one slice per row, so batch
+rows never share it), keyed by the offset *inside* the row's current block, and is zeroed for a row whenever
+that row opens a block. Within one block this is exactly the reference.
 
-Other differences: the commit rule after fusion is the Fast-dLLM rule (``>= threshold`` plus the single most
-confident position), not dInfer's rule that also commits every position within 1e-5 of the row maximum when
-the maximum is below the threshold (spec §0); this only differs on exact ties. Positions whose fused argmax
-is the MASK id are treated like every other policy treats them (no special exclusion).
+**Quirks** (other differences): the commit rule after fusion is the Fast-dLLM rule (``>= threshold`` plus the
+single most confident position), not dInfer's rule that also commits every position within 1e-5 of the row
+maximum when the maximum is below the threshold; this only differs on exact ties. Positions whose fused argmax
+is the MASK id are treated like every other policy treats them (no special exclusion). Credit is updated once
+per forward; dInfer's cached iterations decode twice on a block's first step (refresh forward, then cached
+forward) and so update and decay credit twice there.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""End-of-Text Prediction (EoTP, Learn2PD; spec ``learn2pd-and-beyond.md`` §1.8, §1.10) as a ``Modifier``.
+"""End-of-Text Prediction (EoTP, Learn2PD; docs/methods.md#learn2pd) as a ``Modifier``.
 
 Every step, after the base policy decided, look at the row's undecided generated positions whose proposed
 token is EOS (``<|endoftext|>``, the padding LLaDA writes after an answer) and pick a cut ``p*``:
@@ -16,7 +16,7 @@ Positions after the cut are committed as EOS in this step's decision (overriding
 proposed there, like the reference's truncation deletes them), and ``Decision.finish`` is set for rows
 with nothing undecided left before the cut, so the engine closes them without another forward.
 
-Deviation: the reference shrinks the canvas, so the model stops seeing the cut positions at all; the
+**Quirk**: the reference shrinks the canvas, so the model stops seeing the cut positions at all; the
 engine keeps a fixed canvas and the cut positions are fed as EOS tokens (what LLaDA pads answers with).
 The NFE effect is the same (no forward is spent on the cut tail); the per-forward cost is not reduced.
 EoTP reads logits for every undecided generated position (the policy's window becomes ``"answer"``).

@@ -1,4 +1,4 @@
-"""Prophet early commit (spec ``policies.md`` §2) as a ``Modifier`` usable on top of any policy.
+"""Prophet early commit (docs/methods.md#prophet) as a ``Modifier`` usable on top of any policy.
 
 Each step, for every active row that has not fired yet: the gap ``top1 - top2`` of the **raw** logits
 (a log-probability ratio) is measured on the row's undecided positions of the *answer region* and reduced
@@ -7,13 +7,16 @@ to one number (``mean``, as the reference, or ``min``). If it reaches the progre
 ``thresholds[2]`` after), every undecided position of that row's answer region is committed from this
 step's forward ("all-in"), on top of whatever the base policy committed.
 
-Deviations from the reference (``generate_earlyexit.py``):
+**Quirks** (deviations from the reference, ``generate_earlyexit.py``):
 
 * The answer region is explicit: ``answer_region=(start, end)`` offsets into the generation (end exclusive,
   clipped to ``gen_length``); default the whole generation. The reference hard-codes 5 positions two
-  tokens after forced "The answer is" constraint tokens and only works when those are given.
-* The all-in commit covers the answer region (the whole generation by default, which is exactly the
-  reference's behaviour); positions outside a narrower region keep decoding normally.
+  tokens after forced "The answer is" constraint tokens and only works when those are given. With the
+  default, a long and confidently predicted EOS tail dominates the mean gap, so the rule can fire on the
+  first forward; an ``answer_region`` or ``early_commit_gap="min"`` avoids that.
+* The all-in commit covers the answer region. By default that is the whole generation, as in the reference;
+  positions outside a narrower region keep decoding normally, whereas the reference always commits the whole
+  canvas (so its "monitor 5, commit all" cannot be expressed).
 * Progress is the fraction of generated positions already decided before the step (``ctx.progress``). The
   reference uses ``g / S`` (1-based step over the total step budget), which only exists for fixed-step
   schedules; with one token per step the two agree up to one step (ours is ``(g - 1) / S``).

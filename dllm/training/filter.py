@@ -4,16 +4,18 @@ The filter model, its file format and its features are the runtime half and live
 ``dllm.samplers.learned``; this module only produces filters.
 
 Training data: the slow baseline (``policy="lowconf"``, one token per step) gives the final tokens. By default
-(``trajectory="baseline"``, as the project brief asks) the examples come from the baseline's own trace
+(``trajectory="baseline"``: the slow decode that gives the labels records this trace anyway, so collecting costs
+one decode per prompt instead of two) the examples come from the baseline's own trace
 (``trace=True``): each step of a row gives the features of its block and, per undecided block position, the
 label "proposed token == final token of the slow decode". ``trajectory="oracle"`` instead replays the EGP
 oracle (``oracle_policy``: commit every position whose prediction already equals its final token) and
 takes the examples along that trajectory, as the reference does; its states are closer to what a fast
-policy visits. Further differences from the reference: decided positions are fed as 1.0 instead of the
-model's raw output there and are left out of the loss (their filter output is never used); train/validation
-are split by prompt, not by row (the reference leaks prompts across splits); confidences are fp32 (the
-reference no-cache path uses bf16 probabilities); early stopping on validation loss instead of a fixed
-40,000 full-batch iterations.
+policy visits. **Quirks** (differences from the reference, docs/methods.md#learn2pd): the default trajectory
+above; decided positions are fed as 1.0 instead of the model's raw output there and are left out of the loss
+(their filter output is never used); the suggested accept threshold comes from the validation precision
+(``train_filter``) where the reference fixes 0.96; train/validation are split by prompt, not by row (the reference leaks
+prompts across splits); confidences are fp32 (the reference no-cache path uses bf16 probabilities); early
+stopping on validation loss instead of a fixed 40,000 full-batch iterations.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AdaBlock-dLLM adaptive block sizes (spec ``policies.md`` §3) as a ``BlockSchedule``.
+"""AdaBlock-dLLM adaptive block sizes (docs/methods.md#adablock) as a ``BlockSchedule``.
 
 When a row opens a block at ``s``, the schedule reads that step's (raw) logits over the look-ahead window
 ``[s, s + W)``, ``W = min(floor(window_fraction * gen_length), remaining)``, and takes the undecided
@@ -18,11 +18,13 @@ a block of length ``L`` gets ``ceil(L * steps / gen_length)`` steps (at least 1)
 step as the fixed schedule; ``steps = gen_length`` keeps one token per step. (The reference ignores
 ``steps`` and only supports threshold decoding.)
 
-Differences from the reference (``generate_adablock.py``): per-row block sizes in a batch (the reference
-asserts batch 1); delimiter tokens are the plain argmax (the reference uses the Gumbel-perturbed argmax when
-the temperature is > 0); confidence in fp32 (bf16 in the reference); only undecided window positions are
-considered (in the reference every window position is undecided at a block start; here early commit or
-EoTP can have decided some).
+**Quirks** (differences from the reference, ``generate_adablock.py``): per-row block sizes in a batch (the
+reference asserts batch 1); delimiter tokens are the plain argmax (the reference uses the Gumbel-perturbed
+argmax when the temperature is > 0); confidence in fp32 (bf16 in the reference); only undecided window
+positions are considered (in the reference every window position is undecided at a block start; here early
+commit or EoTP can have decided some); the window is at least one position (the reference's
+``int(0.25 * gen_length)`` is 0 below 4); Dream runs the same rule (the reference's Dream code, with its fixed
+list of newline ids and a forced first-position commit under a cache, is not reproduced).
 """
 
 from __future__ import annotations
