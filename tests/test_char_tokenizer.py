@@ -32,7 +32,7 @@ def test_loads_as_fast_tokenizer(tok: PreTrainedTokenizerFast) -> None:
 def test_special_ids(tok: PreTrainedTokenizerFast) -> None:
     assert tok.pad_token == "<|pad|>" and tok.pad_token_id == 0
     assert (tok.bos_token_id, tok.eos_token_id, tok.mask_token_id, tok.unk_token_id) == (1, 2, 3, 4)
-    assert tok.mask_token_id is not None and tok.mask_token == "<|mask|>"
+    assert tok.mask_token == "<|mask|>"
     assert set(tok.all_special_ids) >= {0, 1, 2, 3, 4}
     assert tok("ab")["input_ids"] == tok.convert_tokens_to_ids(["a", "b"])  # no BOS/EOS added
 

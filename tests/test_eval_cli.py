@@ -132,7 +132,13 @@ def test_synthetic_table_files_and_resume(ckpt, tmp_path, capsys):
             "factor_g16-b16-s16.jsonl", "report.json"} <= names
     report = json.loads((d / "report.json").read_text())
     assert [r["label"] for r in report["rows"]] == ["lowconf (baseline)", "threshold threshold=0.8", "factor"]
-    assert report["rows"][0]["speedup_nfe"] == 1.0 and report["rows"][1]["speedup_time"] is not None
+    # speedups are the baseline's mean NFE / latency over each row's, as recorded in the runs' summaries
+    sums = [json.loads((d / f"{tag}.summary.json").read_text()) for tag in
+            ("lowconf_g16-b16-s16", "threshold_threshold-0.8_g16-b16-s16", "factor_g16-b16-s16")]
+    for row, summ in zip(report["rows"], sums):
+        assert row["speedup_nfe"] == pytest.approx(sums[0]["mean_nfe"] / summ["mean_nfe"]), row["label"]
+        assert row["speedup_time"] == pytest.approx(sums[0]["mean_latency_s"] / summ["mean_latency_s"]), row["label"]
+    assert report["rows"][0]["speedup_nfe"] == 1.0 and report["rows"][0]["speedup_time"] == 1.0
     assert len(_records(d / "factor_g16-b16-s16.jsonl")) == 6
     summaries = {p.name: p.read_text() for p in d.glob("*.summary.json")}
     # Rerun: everything is on disk, the summaries do not change.
@@ -215,14 +221,15 @@ def test_humaneval_end_to_end(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--bench", "mmlu"), "unknown bench 'mmlu'"),
+    (("--bench", "mmlu"), "unknown benchmark 'mmlu'; choose one of: synthetic, gsm8k, humaneval"),
     (("--bench", "synthetic", "--policy", "threshold,nope"), "unknown policy 'nope'"),
     (("--bench", "synthetic", "--cache", "huge"), "unknown cache 'huge'"),
     (("--bench", "synthetic", "--policy", "lowconf", "--threshold", "0.9"), "option 'threshold' is accepted by none"),
     (("--bench", "synthetic", "--policy", "lowconf", "--sweep", "threshold=0.5,0.9"), "--sweep 'threshold'"),
     (("--bench", "synthetic", "--sweep", "threshold"), "must look like key=v1,v2"),
     (("--bench", "synthetic", "--option", "oops"), "must look like key=value"),
-    (("--bench", "synthetic", "--data", "x.jsonl"), "does not exist"),
+    (("--bench", "gsm8k", "--data", "x.jsonl"), "--data 'x.jsonl' does not exist"),
+    (("--bench", "synthetic", "--data", "x.jsonl"), "the synthetic bench generates its own data; --data does not apply"),
 ])
 def test_user_errors_are_one_line_exit_2(ckpt, tmp_path, capsys, args, message):
     code, out, err = run_cli(capsys, "eval", "--model", str(ckpt), "--out", str(tmp_path), "--no-progress", *args)

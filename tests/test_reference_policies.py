@@ -400,14 +400,15 @@ def test_factor_differs_from_reference_off_by_one_quirk():
     from dllm.samplers.base import PolicyState, Proposal
     from dllm.samplers.selectors import FactorSelector
 
-    conf = torch.tensor([[0.5, float("-inf"), 0.95, 0.9]])
-    cand = torch.isfinite(conf)
-    ctx = _ctx(torch.zeros(1, 4, 8), cand)
-    commit = FactorSelector(1.0)(Proposal(tokens=torch.zeros(1, 4, dtype=torch.long), confidence=conf), ctx,
-                                 PolicyState(1, torch.device("cpu")))
-    assert commit.tolist() == [[False, False, True, True]]  # paper rule: 2 tokens
+    def commit(values):
+        conf = torch.tensor([values])
+        cand = torch.isfinite(conf)
+        ctx = _ctx(torch.zeros(1, len(values), 8), cand)
+        return FactorSelector(1.0)(Proposal(tokens=torch.zeros(1, len(values), dtype=torch.long), confidence=conf),
+                                   ctx, PolicyState(1, torch.device("cpu")))
 
     def ref_count(c, quirk):
+        """Oracle: the number of tokens the paper rule (quirk=False) or FD-later (quirk=True) commits."""
         order = sorted(c, reverse=True)
         n, count = len(order), len(order)
         for r, v in enumerate(order):
@@ -416,10 +417,15 @@ def test_factor_differs_from_reference_off_by_one_quirk():
                 break
         return n if quirk and count == n - 1 else count
 
+    # Oracle self-check (not a product check): the hand-computed counts of the docstring.
     assert ref_count([0.5, 0.95, 0.9], quirk=False) == 2
     assert ref_count([0.5, 0.95, 0.9], quirk=True) == 3  # the reference would also commit the 0.5 token
-    # a failure before the last rank is the same in both
     assert ref_count([0.95, 0.4, 0.99, 0.3], quirk=True) == ref_count([0.95, 0.4, 0.99, 0.3], quirk=False) == 2
+
+    # Product: dllm's selector commits the paper rule's set, not the quirk's
+    assert commit([0.5, float("-inf"), 0.95, 0.9]).tolist() == [[False, False, True, True]]  # 2 tokens, not 3
+    # a failure before the last rank is the same in both: the two most confident, 0.99 and 0.95
+    assert commit([0.95, 0.4, 0.99, 0.3]).tolist() == [[True, False, True, False]]
 
 
 def test_factor_quirk_changes_end_to_end_decoding(llada):

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fake_model import EOS, MASK, ScriptedLM, content_script, dist, gap, peaked
 
 import dllm
 from dllm.errors import DllmError
 from dllm.models.base import SpecialTokens
-from dllm.samplers.schedules.adaptive import AdaptiveBlocks
 from dllm.samplers.base import PolicyState, StepContext
 from dllm.samplers.credit import CreditProcessor
 from dllm.samplers.eotp import EndOfTextPrediction
-from dllm.samplers.learned import FilterMLP, load_filter, save_filter
+from dllm.samplers.learned import DEFAULT_THRESHOLD, FilterMLP, load_filter, save_filter
 from dllm.samplers.oracle import oracle_nfe, oracle_policy
 from dllm.samplers.prophet import EarlyCommit, prophet_threshold, should_exit
 from dllm.samplers.registry import make_policy, policy_options
-from dllm.training.filter import collect_filter_data, train_filter, trace_examples
-from fake_model import EOS, MASK, ScriptedLM, content_script, dist, gap, peaked
+from dllm.samplers.schedules.adaptive import AdaptiveBlocks
+from dllm.training.filter import THRESHOLD_GRID, collect_filter_data, trace_examples, train_filter
 
 V = 16
 NL = 9  # the "newline" delimiter of the scripted tests
@@ -62,12 +62,14 @@ def test_credit_matches_the_spec_vector():
     logits = dist(V, Q)[None, None]
     credit = [0.9029, 1.6252, 2.2030, 2.6653, 3.0351, 3.3310, 3.5677, 3.7570]
     fused = [0.7018, 0.7467, 0.7721, 0.7883, 0.7993, 0.8071, 0.8129, 0.8172]
+    got = []
     for k in range(8):
         out = proc(logits, _ctx(logits, torch.ones(1, 1, dtype=torch.bool)), state)
         assert proc.credits(state, 0) == {0: {5: pytest.approx(credit[k], abs=1e-4)}}
-        assert torch.softmax(out[0, 0], -1).max().item() == pytest.approx(fused[k], abs=1e-4)
-    # 0.8 is first passed on call 6, as in the spec
-    assert [f >= 0.8 for f in fused].index(True) == 5
+        got.append(torch.softmax(out[0, 0], -1).max().item())
+        assert got[-1] == pytest.approx(fused[k], abs=1e-4)
+    # the processor's fused confidence first passes 0.8 on call 6, as in the spec
+    assert [f >= 0.8 for f in got].index(True) == 5
 
 
 def test_credit_commits_two_positions_one_step_earlier_than_threshold():
@@ -354,6 +356,42 @@ def test_trace_labels_and_oracle():
     assert ssteps.tolist() == [[0, 1, 2, 3]] and stuck.tokens.tolist() == [[10, 11, 12, 13]]
 
 
+def _pick_threshold(probs, labels, valid, target):
+    """Independent oracle of the threshold rule: the smallest grid value whose accepts (``p > tau``) on the
+    valid positions have precision >= ``target`` (and at least one accept), else the reference's default."""
+    p, y = probs[valid].tolist(), labels[valid].bool().tolist()
+    table = []
+    for tau in THRESHOLD_GRID:
+        hits = [yi for pi, yi in zip(p, y) if pi > tau]
+        table.append((tau, sum(hits) / len(hits) if hits else 1.0, len(hits) / len(p)))
+    picked = next((tau for tau, prec, rate in table if prec >= target and rate > 0), DEFAULT_THRESHOLD)
+    return picked, table
+
+
+def _filter_oracle_commits(module, tau, trace, block_length):
+    """Per trace step, the commits ``learnedfilter`` must make with ``module``: the undecided block positions
+    the filter accepts (features: top-1 probability if undecided, 1.0 if decided, 0 padding) plus the quota's
+    single most confident candidate (steps = gen_length here: one position per step)."""
+    expected, accepted_any, rejected_any = [], False, False
+    for s in trace.steps:
+        want = torch.zeros_like(s.committed)
+        for b in range(want.shape[0]):
+            if not s.active[b] or not s.candidates[b].any():
+                continue
+            lo, hi = int(s.block_start[b]) - s.window_start, int(s.block_end[b]) - s.window_start
+            cand, conf = s.candidates[b, lo:hi], s.confidence[b, lo:hi]
+            feats = torch.where(cand, conf, torch.ones_like(conf))
+            feats = torch.nn.functional.pad(feats, (0, block_length - feats.numel()))
+            with torch.no_grad():
+                accept = (torch.sigmoid(module(feats[None].float()))[0, :hi - lo] > tau) & cand
+            accepted_any |= bool(accept.any())
+            rejected_any |= bool((cand & ~accept).any())
+            accept[torch.where(cand, conf, torch.full_like(conf, float("-inf"))).argmax()] = True
+            want[b, lo:hi] = accept
+        expected.append(want)
+    return expected, accepted_any, rejected_any
+
+
 def test_collect_train_save_roundtrip(tmp_path):
     model = ScriptedLM(V, 8, content_script(V, seed=1, eos_after=5))
     prompts = [[5 + i, 6, 7] for i in range(8)]
@@ -361,13 +399,39 @@ def test_collect_train_save_roundtrip(tmp_path):
     assert data.features.shape[1] == 4 and len(data) > 0 and set(data.prompt.tolist()) <= set(range(8))
     egp = collect_filter_data(model, prompts, gen_length=8, block_length=4, batch_size=3, trajectory="oracle")
     assert len(egp) < len(data) and egp.info["trajectory"] == "oracle"
-    module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.25)
-    assert stats["val_prompts"] == 2 and 0 < stats["threshold"] <= 0.99
+    _, split = train_filter(data, iterations=60, patience=1000, val_fraction=0.25)
+    assert split["val_prompts"] == 2 and split["train_prompts"] == 6
+    # The suggested threshold is the one the selection rule picks from the validation table, recomputed here from
+    # the module's own predictions (val_fraction=0: every prompt validates, so the validation positions are known).
+    picks, qualifying = [], []
+    for target in (0.55, 0.75, 0.99):
+        module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=target)
+        with torch.no_grad():
+            probs = torch.sigmoid(module(data.features.float()))
+        picked, table = _pick_threshold(probs, data.labels, data.valid, target)
+        assert stats["threshold"] == picked, (target, table)
+        assert [(r["threshold"], r["precision"], r["accept_rate"]) for r in stats["val_thresholds"]] == \
+            [pytest.approx(row) for row in table]
+        picks.append(picked)
+        qualifying.append(sum(prec >= target and rate > 0 for _, prec, rate in table))
+    # the targets take every branch of the rule: the smallest of several qualifying values, a later grid value,
+    # and the fallback when no value qualifies
+    assert qualifying[0] >= 2 and picks[0] < picks[1] < picks[2] == DEFAULT_THRESHOLD, (picks, qualifying)
+    assert qualifying[2] == 0
+
+    # Round trip: the reloaded filter is the in-memory one: weights, threshold and every commit decision.
+    module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=0.75)
     path = save_filter(module, tmp_path / "f", threshold=stats["threshold"], model="scripted")
     lf = load_filter(path)
-    assert torch.allclose(lf.module(data.features), module(data.features))
-    out = dllm.generate(model, prompts[:2], policy="learnedfilter", filter_path=str(path), gen_length=8, block_length=4)
-    assert out.tokens.shape == (2, 8)
+    assert torch.equal(lf.module(data.features), module(data.features))
+    assert lf.threshold == stats["threshold"] and lf.block_length == 4
+    out = dllm.generate(model, prompts[:2], policy="learnedfilter", filter_path=str(path), gen_length=8, block_length=4,
+                        trace=True)
+    expected, accepted_any, rejected_any = _filter_oracle_commits(module, stats["threshold"], out.trace, 4)
+    assert accepted_any and rejected_any  # the in-memory filter both accepts and rejects positions on this run
+    assert len(out.trace.steps) == len(expected)
+    for s, want in zip(out.trace.steps, expected):
+        assert torch.equal(s.committed, want), s.step
 
 
 def test_train_filter_cli(tmp_path):

@@ -26,8 +26,13 @@ def examples():
     return load_split("test", n_per_family=20)
 
 
-def test_default_model_is_tiny_llada() -> None:
-    assert DEFAULT_MODEL == asset_path("tiny-llada")
+def test_default_model_is_shipped() -> None:
+    """What `dllm generate` loads without --model is the shipped tiny LLaDA checkpoint, present and loadable."""
+    from dllm.cli.common import default_model_path
+
+    assert default_model_path() == str(DEFAULT_MODEL) == str(asset_path("tiny-llada"))  # asset_path: it exists
+    model = dllm.load_model(default_model_path(), device="cpu")
+    assert model.kind == "llada" and model.tokenizer is not None
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))

@@ -147,10 +147,15 @@ def test_unknown_family_and_split_errors() -> None:
         load_split("dev", 5)
 
 
-def test_example_is_frozen() -> None:
-    ex = SyntheticExample("copy", "copy:ab=", "ab", "copy-0")
+def test_examples_are_immutable_values() -> None:
+    """Split examples are shared by every run of an eval (and keyed by content): a consumer cannot alter them,
+    and equal content means equal, hashable examples."""
+    test = load_split("test", n_per_family=5, seed=0)
     with pytest.raises(AttributeError):
-        ex.answer = "x"  # type: ignore[misc]
+        test[0].answer = "x"  # type: ignore[misc]
+    assert test[0].answer != "x"
+    copy = SyntheticExample(test[0].family, test[0].prompt, test[0].answer, test[0].id)
+    assert copy == test[0] and copy in set(test) and len(set(test)) == len(test)
 
 
 def test_prompt_family_recognises_every_generated_prompt_and_nothing_else() -> None:
