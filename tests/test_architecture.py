@@ -293,3 +293,19 @@ def test_text_benchmarks_use_the_shipped_workload_for_a_shipped_model(tmp_path):
     with pytest.raises(DllmError, match="exceeds the model's maximum length 256"):
         runner.evaluate(model, "gsm8k", out_dir=tmp_path / "out", limit=2, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_choice_lists_come_from_the_registries():
+    import typer
+
+    from dllm.cli.app import _register, app
+
+    _register()
+    group = typer.main.get_command(app)
+    helps = {(cmd, p.name): p.help for cmd in ("generate", "eval") for p in group.commands[cmd].params}
+    assert helps[("generate", "policy")].startswith(f"Unmasking policy: {', '.join(dllm.policies())} (")
+    assert helps[("eval", "policy")] == f"Comma-separated policies to compare, from: {', '.join(dllm.policies())}."
+    for cmd in ("generate", "eval"):
+        assert helps[(cmd, "cache")].endswith(f": {', '.join(dllm.caches())}.")
+        assert helps[(cmd, "block_schedule")] == f"Block schedule: {', '.join(dllm.block_schedules())}."
+    assert helps[("eval", "bench")] == f"Benchmark: {', '.join(BENCHMARKS.names())}."

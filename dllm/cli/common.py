@@ -79,3 +79,18 @@ def read_text_file(path: str, what: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DllmError(f"{what} {path!r} is not UTF-8 text: byte {raw[exc.start]:#04x} on line {line}") from None
+
+
+def choices(kind: str) -> str:
+    """The registered names of a plug-in kind for help texts (``policy``, ``cache``, ``block schedule``,
+    ``benchmark``), read from the same registries that validate them."""
+    if kind == "benchmark":
+        from dllm.evals.bench import BENCHMARKS as registry
+    elif kind == "cache":
+        from dllm.cache import CACHES as registry
+    else:
+        from dllm.samplers.registry import POLICIES, SCHEDULES
+
+        registry = POLICIES if kind == "policy" else SCHEDULES
+    return ", ".join(registry.names())
+

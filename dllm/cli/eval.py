@@ -20,7 +20,7 @@ from typing import Any, Optional
 import typer
 
 from dllm.cli.app import app
-from dllm.cli.common import parse_options
+from dllm.cli.common import choices, parse_options
 from dllm.errors import DllmError
 
 
@@ -67,10 +67,10 @@ def _check_plot_available() -> None:
 
 @app.command("eval")
 def eval_command(
-    bench: str = typer.Option(..., "--bench", "-b", help="Benchmark: synthetic, gsm8k or humaneval."),
-    policy: str = typer.Option("threshold", "--policy", "-p", help="Comma-separated policies to compare."),
-    cache: str = typer.Option("none", "--cache", help="KV cache for the policies: none, prefix, dual, delayed."),
-    block_schedule: str = typer.Option("fixed", "--block-schedule", help="Block schedule: fixed or adaptive."),
+    bench: str = typer.Option(..., "--bench", "-b", help=f"Benchmark: {choices('benchmark')}."),
+    policy: str = typer.Option("threshold", "--policy", "-p", help=f"Comma-separated policies to compare, from: {choices('policy')}."),
+    cache: str = typer.Option("none", "--cache", help=f"KV cache for the policies: {choices('cache')}."),
+    block_schedule: str = typer.Option("fixed", "--block-schedule", help=f"Block schedule: {choices('block schedule')}."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="First N samples (synthetic: N per family; default 100 per family, else all)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint directory or hub id (default: the shipped tiny model)."),
     out: str = typer.Option("runs/eval", "--out", help="Results directory (records, summaries, report); reruns resume from it."),

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from dllm.cli.app import app
-from dllm.cli.common import default_model_path, parse_options
+from dllm.cli.common import choices, default_model_path, parse_options
 from dllm.errors import DllmError
 
 DEFAULT_POLICY = "threshold"
@@ -36,14 +36,14 @@ SMALL_MODEL_PARAMS = 50_000_000
 def generate_command(
     prompt: str = typer.Argument(..., help="Prompt text ('-' reads standard input; one trailing newline is dropped)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint directory or hub id (default: the shipped tiny model)."),
-    policy: str = typer.Option(DEFAULT_POLICY, "--policy", "-p", help=f"Unmasking policy (default {DEFAULT_POLICY} {DEFAULT_THRESHOLD}; list them with `dllm policies`)."),
+    policy: str = typer.Option(DEFAULT_POLICY, "--policy", "-p", help=f"Unmasking policy: {choices('policy')} (default {DEFAULT_POLICY} {DEFAULT_THRESHOLD}; options: `dllm policies`)."),
     gen_length: Optional[int] = typer.Option(None, "--gen-length", help="Tokens to generate, >= 1 (default: the checkpoint's, else 128)."),
     block_length: Optional[int] = typer.Option(None, "--block-length", help="Semi-autoregressive block length (default 32 if it divides gen-length)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total step budget of quota policies (default gen-length)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help=f"Confidence threshold in (0, 1] for threshold-based policies (default {DEFAULT_THRESHOLD} for {DEFAULT_POLICY})."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy)."),
-    cache: str = typer.Option("none", "--cache", help="KV cache: none, prefix, dual, delayed."),
-    block_schedule: str = typer.Option("fixed", "--block-schedule", help="Block schedule: fixed or adaptive."),
+    cache: str = typer.Option("none", "--cache", help=f"KV cache: {choices('cache')}."),
+    block_schedule: str = typer.Option("fixed", "--block-schedule", help=f"Block schedule: {choices('block schedule')}."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Extra policy/cache option key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
