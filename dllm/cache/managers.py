@@ -234,9 +234,10 @@ VICINITY = Option("vicinity", 0, "also recompute this many positions on each sid
 @CACHES.register("prefix", "Fast-dLLM prefix cache: reuse K/V before the block, recompute block + suffix; refresh per block",
                  options=[_refresh_option("block"), VICINITY])
 class PrefixCache(KVStoreCache):
-    """Fast-dLLM PrefixCache. When a row opens a block, one full forward (that step's forward) records K/V of
-    the whole canvas; later steps of the block recompute ``[block_start - shift, L)`` (the block and the
-    masked suffix) and reuse the cached K/V of everything before it.
+    """Fast-dLLM PrefixCache (docs/methods.md#fast-dllm). When a row opens a block, one full forward (that
+    step's forward) records K/V of the whole canvas; later steps of the block recompute
+    ``[block_start - shift, L)`` (the block and the masked suffix) and reuse the cached K/V of everything before
+    it.
 
     Options: ``refresh`` (``"block"`` default, or N: also a full forward every N steps within a block;
     ``refresh=1`` = no caching) and ``vicinity`` (K: also recompute the K positions before the block).
@@ -251,10 +252,10 @@ class PrefixCache(KVStoreCache):
 @CACHES.register("dual", "Fast-dLLM dual cache: recompute only the block, reuse prefix and (stale) suffix K/V; refresh per block",
                  options=[_refresh_option("block"), VICINITY])
 class DualCache(KVStoreCache):
-    """Fast-dLLM DualCache. The full forward at block open caches K/V of every position; later steps
-    recompute only the block (plus the position before it for Dream, plus whatever else the window asks
-    logits for, as query-only positions), write the block's fresh K/V into the cache in place and attend over
-    the whole cached sequence (the masked suffix keeps its stale K/V from the block open).
+    """Fast-dLLM DualCache (docs/methods.md#fast-dllm). The full forward at block open caches K/V of every
+    position; later steps recompute only the block (plus the position before it for Dream, plus whatever else
+    the window asks logits for, as query-only positions), write the block's fresh K/V into the cache in place
+    and attend over the whole cached sequence (the masked suffix keeps its stale K/V from the block open).
 
     Options: ``refresh`` (``"block"`` default, or N: also a full forward every N steps within a block;
     ``refresh=1`` = no caching) and ``vicinity`` (K: dInfer vicinity refresh, also recompute the K positions
@@ -271,8 +272,9 @@ class DualCache(KVStoreCache):
 @CACHES.register("delayed", "dKV-Cache-Decode: cache a token's K/V one step after it is decided; full refresh every 8 steps",
                  options=[_refresh_option(8), VICINITY])
 class DelayedCache(KVStoreCache):
-    """dKV-Cache-Decode: a position's K/V are cached one step after it is committed, i.e. from the first
-    forward in which it appears as its decided token; masked positions are never served from the cache.
+    """dKV-Cache-Decode (docs/methods.md#dkv-cache): a position's K/V are cached one step after it is committed,
+    i.e. from the first forward in which it appears as its decided token; masked positions are never served from
+    the cache.
 
     Every forward of a row marks the positions that were decided (not ``mask_id``) in its input canvas as
     cached: a token committed at step t is recomputed at t+1 and reused from t+2 on. Cached steps run the
@@ -282,6 +284,11 @@ class DelayedCache(KVStoreCache):
     Options: ``refresh`` (default 8: full forward at every block open and every 8 steps within a block, the
     dKV-Cache setting; ``"block"``: only at block open; ``1`` = no caching) and ``vicinity`` (K: also
     recompute the K positions on each side of the block every step).
+
+    **Quirks**: the reference also runs a full forward at a block's step 1; here step 1 is already cached, so the
+    prompt's and earlier blocks' K/V come from step 0's forward (one step staler, one full forward fewer per
+    block, the same NFE). For Dream a position is cached once it is decided (the reference's
+    ``shift_type="right"``; its default ``"un"`` caches position q once q + 1 is decided).
     """
 
     name = "delayed"

@@ -1,6 +1,6 @@
 """Learn2PD's learned filter at run time: the filter model, its file format, its features and the ``Selector``.
 
-The filter (Learn2PD, see docs/design.md) is a tiny MLP over the current block's per-position top-1
+The filter (Learn2PD, docs/methods.md#learn2pd) is a tiny MLP over the current block's per-position top-1
 probabilities, ``Linear(K, H) -> ReLU -> Linear(H, K)`` (K = block length = 32 and H = 32 in the reference;
 2,112 parameters), predicting per position "the current prediction already equals the final token". Its
 parameter names are the reference's (``linear1.weight`` ...), so the released state dict maps onto it
@@ -9,15 +9,16 @@ only fits the block size it was trained for), the hidden size, the suggested acc
 statistics. Training lives in ``dllm.training.filter``.
 
 Features: for each position of the row's current block, the top-1 probability if it is undecided, **1.0 if it
-is already decided**, and 0.0 as right padding when the block is shorter than K. Blocks longer than K
-(adaptive blocks) are cut into consecutive K-chunks.
+is already decided** (a **Quirk**: the reference feeds the model's output there), and 0.0 as right padding when
+the block is shorter than K. Blocks longer than K (adaptive blocks) are cut into consecutive K-chunks.
 
 Per step: the filter sees the row's current-block features (``block_features``: top-1
 probability of undecided positions, 1.0 for decided ones, zero padding for short blocks) and accepts the
 undecided positions with ``sigmoid(output) > threshold`` (strict, as the reference). The commit set is the
 accepted positions plus LLaDA's quota of most confident positions (``steps = gen_length`` gives exactly one:
 "accepted plus the most confident one"); the quota is at least one and never reaches outside the block
-(the reference's overflow quirk, §1.7, cannot happen). The accepted set is left in the policy state under
+(**Quirk**: in the reference, with ``steps < gen_length`` and most of a block accepted, the quota's top-k can
+pick masked positions of later blocks). The accepted set is left in the policy state under
 ``learnedfilter.accepted`` so EoTP's reference mode can apply the L2P+EoT rule.
 
 Blocks longer than the filter's block length (adaptive blocks) are scored in consecutive chunks of that

@@ -19,8 +19,8 @@ from dllm.samplers.selectors import QuotaSelector, most_confident
 
 class _OracleCommit:
     """Modifier of the EGP oracle: commit every candidate whose proposal equals its target token; when none
-    does, commit the most confident candidate with its target token (the reference's stuck guard writes the
-    target block instead), so the output always equals the targets."""
+    does, commit the most confident candidate with its target token (**Quirk**: the reference's stuck guard
+    writes the whole target block instead), so the output always equals the targets."""
 
     def __init__(self, targets: Tensor) -> None:
         self.targets = targets  # [B, gen_length]
@@ -38,7 +38,7 @@ class _OracleCommit:
 
 
 def oracle_policy(targets: Tensor) -> Any:
-    """The "Extremely Greedy Parallel" oracle (Learn2PD, spec §1.4) for one batch: ``targets`` [B, gen_length]
+    """The "Extremely Greedy Parallel" oracle (Learn2PD, docs/methods.md#learn2pd) for one batch: ``targets`` [B, gen_length]
     are the final tokens of the slow decode of the same prompts (same batch order)."""
     return Policy("oracle", ProbabilityScorer(0.0), QuotaSelector(), modifiers=[_OracleCommit(targets.clone())])
 
