@@ -232,6 +232,11 @@ class Registry:
         finally:
             self._loading = False
         self._loaded = True
+        # list entries by the package's LISTING_ORDER whatever order the modules happened to be imported in
+        rank = {name: i for i, name in enumerate(first)}
+        ordered = sorted(self._entries.values(),
+                         key=lambda e: rank.get(getattr(e.factory, "__module__", "").rsplit(".", 1)[-1], len(rank)))
+        self._entries = {e.name: e for e in ordered}
         try:
             from importlib.metadata import entry_points
 

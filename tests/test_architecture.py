@@ -12,7 +12,6 @@ import torch
 
 import dllm
 from dllm.cache import CACHES
-from dllm.cache.managers import PrefixCache
 from dllm.errors import DllmError
 from dllm.evals import runner
 from dllm.evals.bench import BENCHMARKS, Benchmark, Sample, tokenize
@@ -158,6 +157,9 @@ def test_router_lists_what_is_allowed_for_an_unknown_option():
 
 
 def test_router_refuses_an_option_name_two_pieces_declare():
+    from dllm.cache.managers import PrefixCache  # not at module level: importing the kernels early would fix
+    # triton's interpreter setting before tests/test_kernels.py sets TRITON_INTERPRET
+
     CACHES.add("clash", "a cache that reuses the policy option name 'threshold'", PrefixCache,
                [Option("threshold", 1, "", kind=int)])
     try:

@@ -54,8 +54,8 @@ import torch
 from torch import Tensor
 
 from dllm.cache.base import CACHES, CacheManager
-from dllm.kernels import scatter_kv
 from dllm.errors import DllmError
+from dllm.kernels import scatter_kv
 from dllm.models.base import DiffusionLM
 from dllm.registry import Option
 

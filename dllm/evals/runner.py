@@ -254,8 +254,7 @@ class _Bar:
 
     def __init__(self, description: str, total: int, world: int) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         suffix = f" (rank 0 of {world})" if world > 1 else ""
         self._progress = Progress(

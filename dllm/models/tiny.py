@@ -53,7 +53,7 @@ def tiny_config(kind: str, vocab_size: int = 256, hidden: int = 64, layers: int 
 
 def tiny_word_tokenizer(kind: str, vocab_size: int):
     """A WordLevel tokenizer: words ``w5`` .. ``w{V-1}`` plus the real special-token strings at small ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     strings = _SPECIAL_STRINGS[kind]

@@ -39,11 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from dllm.errors import DllmError
-
 from dllm.samplers.base import PolicyState, Proposal, StepContext
 from dllm.samplers.eotp import FILTER_ACCEPT_KEY
 from dllm.samplers.selectors import llada_quota, top_k_mask
-
 
 WEIGHTS_FILE = "filter.safetensors"
 CONFIG_FILE = "filter_config.json"

@@ -17,6 +17,7 @@ from dllm.samplers.base import Policy
 from dllm.samplers.scoring import ProbabilityScorer
 from dllm.samplers.selectors import QuotaSelector, most_confident
 
+
 class _OracleCommit:
     """Modifier of the EGP oracle: commit every candidate whose proposal equals its target token; when none
     does, commit the most confident candidate with its target token (**Quirk**: the reference's stuck guard
