@@ -1,3 +1,10 @@
+import os
+
+# Triton reads its interpreter switch when it is first imported, and any test module may import the kernels at
+# collection time; set it before all of them so tests/test_kernels.py always gets interpreted kernels (on CPU the
+# dispatchers run PyTorch either way).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 """Shared test setup."""
 
 import pytest
