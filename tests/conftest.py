@@ -7,8 +7,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 """Shared test setup."""
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
