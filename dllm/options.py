@@ -16,7 +16,7 @@ from dllm.cache import CACHES
 from dllm.errors import DllmError
 from dllm.registry import Option
 from dllm.samplers.base import Policy
-from dllm.samplers.registry import SCHEDULES, policy_options
+from dllm.samplers.registry import SCHEDULES, make_policy, policy_options
 
 #: the pieces of a decoding configuration, in routing order
 PIECES = ("policy", "cache", "block_schedule")
@@ -89,4 +89,15 @@ def check_option_values(policy: str | Policy, cache: str, block_schedule: Any, o
             table[key][1].check(value)
 
 
-__all__ = ["PIECES", "RoutedOptions", "check_option_values", "option_table", "route_options"]
+def check_configuration(policy: str | Policy, cache: str, block_schedule: Any, options: Mapping[str, Any]
+                        ) -> RoutedOptions:
+    """Everything about a decoding configuration that needs no model and no lengths: the names of its pieces, the
+    option names and values (their declarations), and the policy's rules across options (by building it). The
+    CLI runs it before loading a checkpoint. Returns the routed options."""
+    check_option_values(policy, cache, block_schedule, options)
+    routed = route_options(policy, cache, block_schedule, options)
+    make_policy(policy, **routed.policy)
+    return routed
+
+
+__all__ = ["PIECES", "RoutedOptions", "check_configuration", "check_option_values", "option_table", "route_options"]

@@ -92,20 +92,22 @@ def test_registry_discovers_every_module_of_its_package(tmp_path, monkeypatch):
     """Adding a plug-in is adding one file: the registry imports every module of its package on first use."""
     pkg = tmp_path / "plugpkg"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text("from dllm.registry import Registry\nREG = Registry('thing', 'plugpkg')\n")
+    (pkg / "__init__.py").write_text("from dllm.registry import Registry\nREG = Registry('thing', 'plugpkg')\n"
+                                     "LISTING_ORDER = ('two',)\n")
     for name in ("one", "two"):
         (pkg / f"{name}.py").write_text(
             "from dllm.registry import Option\nfrom plugpkg import REG\n"
             f"REG.register('{name}', 'the {name}', options=[Option('k', 1, 'k', kind=int, low=0)])(lambda k: ('{name}', k))\n")
     (pkg / "_private.py").write_text("raise RuntimeError('modules starting with _ are not plug-ins')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("plugpkg.one")  # imported (and registered) before the registry's first lookup
     reg = importlib.import_module("plugpkg").REG
-    assert reg.names() == ["one", "two"]
+    assert reg.names() == ["two", "one"]  # listed in LISTING_ORDER, not in import order
     assert reg.build("two", k="5") == ("two", 5)
     assert reg.build("one") == ("one", 1)  # defaults filled in
     with pytest.raises(DllmError, match="unknown option 'j' for thing 'one'; allowed: k"):
         reg.build("one", j=1)
-    with pytest.raises(DllmError, match="unknown thing 'three'; choose one of: one, two"):
+    with pytest.raises(DllmError, match="unknown thing 'three'; choose one of: two, one"):
         reg.get("three")
     for name in [n for n in sys.modules if n == "plugpkg" or n.startswith("plugpkg.")]:
         del sys.modules[name]
@@ -311,3 +313,23 @@ def test_cli_help_choice_lists_come_from_the_registries():
         assert helps[(cmd, "cache")].endswith(f": {', '.join(dllm.caches())}.")
         assert helps[(cmd, "block_schedule")] == f"Block schedule: {', '.join(dllm.block_schedules())}."
     assert helps[("eval", "bench")] == f"Benchmark: {', '.join(BENCHMARKS.names())}."
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "-o", "nosuch=1", "sort:8315="], "unknown option 'nosuch' for policy 'threshold'"),
+    (["generate", "--policy", "creditdecoding", "-o", "decay_beta=2", "sort:8315="], "decay_beta 2 is outside [0, 1]"),
+    (["generate", "--policy", "earlycommit", "-o", "threshold=0.5", "sort:8315="], "base='threshold' only"),
+    (["generate", "--cache", "dual", "-o", "refresh=0", "sort:8315="], "refresh must be 'block' or a positive integer"),
+    (["eval", "--bench", "synthetic", "--policy", "factor", "-o", "factor=-1"], "factor -1 is outside > 0"),
+])
+def test_cli_checks_options_before_loading_the_model(monkeypatch, capsys, args, needle):
+    from dllm.cli.app import main
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(dllm, "load_model", no_load)
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("error:") and needle in err and "\n" not in err

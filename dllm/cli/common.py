@@ -42,16 +42,26 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def ensure_output_dir(path: str, option: str = "--out") -> None:
-    """Create ``path`` (and parents) now, so an output directory that cannot exist or be written is a one-line
-    error before any work rather than a traceback after it."""
+def ensure_output_dir(path: str, option: str = "--out", create: bool = True) -> None:
+    """A one-line error before any work, rather than a traceback after it, when ``path`` cannot be a writable
+    output directory. With ``create`` the directory (and parents) is made now; without, nothing is written and the
+    nearest existing ancestor is checked (``dllm eval`` leaves no file behind when a later check fails)."""
     import os
+    from pathlib import Path
 
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise DllmError(f"{option} {path!r} cannot be used as an output directory: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise DllmError(f"{option} {path!r} cannot be used as an output directory: {exc.strerror or exc}") from None
+        probe = Path(path)
+    else:
+        probe = Path(path).absolute()
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise DllmError(f"{option} {path!r} cannot be used as an output directory: {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise DllmError(f"{option} {path!r} is not writable")
 
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import typer
 
 from dllm.cli.app import app
-from dllm.cli.common import choices, parse_options
+from dllm.cli.common import choices, ensure_output_dir, parse_options
 from dllm.errors import DllmError
 
 
@@ -96,15 +96,14 @@ def eval_command(
     from dllm.evals import runner
     from dllm.evals.bench import get_benchmark
     from dllm.evals.report import assign_lengths, build_report, plan_runs, plot_frontier, print_report
-    from dllm.options import check_option_values, route_options
-    from dllm.samplers.registry import make_policy
+    from dllm.options import check_configuration
 
     # Every run's settings are checked before the model loads: a mistake costs a second, never a finished run.
     bench_obj, bench_entry = get_benchmark(bench)
-    bench_options = bench_entry.validate({"num_fewshot": num_fewshot} if num_fewshot is not None else {},
-                                         fill_defaults=False) if "num_fewshot" in bench_entry.option_names() else {}
-    if num_fewshot is not None and "num_fewshot" not in bench_entry.option_names():
+    given = {} if num_fewshot is None else {"num_fewshot": num_fewshot}
+    if given and "num_fewshot" not in bench_entry.option_names():
         raise DllmError(f"--num-fewshot applies to benchmarks with few-shot prompts, not {bench!r}")
+    bench_options = bench_entry.validate(given, fill_defaults=False)
     policies = _split_list(policy, "--policy")
     options = parse_options(option)
     if threshold is not None:
@@ -114,8 +113,7 @@ def eval_command(
         raise DllmError(f"--sweep {sweep_spec[0]!r} also given as a fixed option; give it once")
     planned = plan_runs(policies, options, cache, block_schedule, None, baseline, sweep_spec)
     for run in planned:
-        check_option_values(run.policy, run.cache, run.schedule, run.options)
-        make_policy(run.policy, **route_options(run.policy, run.cache, run.schedule, run.options).policy)
+        check_configuration(run.policy, run.cache, run.schedule, run.options)
     if plot:
         _check_plot_available()
     if batch_size < 1:
@@ -127,7 +125,7 @@ def eval_command(
             raise DllmError(f"the {bench} bench generates its own data; --data does not apply")
         if not os.path.exists(data):
             raise DllmError(f"--data {data!r} does not exist")
-    _check_writable_dir(out)
+    ensure_output_dir(out, create=False)
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1:
@@ -153,7 +151,6 @@ def eval_command(
 
     use_chat = bench_obj.default_chat(lm) if chat is None else chat
     samples = runner.load_samples(lm, bench, limit=limit, data=data, chat=use_chat, **bench_options)
-    runner.check_fits(lm, samples, lengths.gen_length)
     summaries = []
     try:
         for run in runs:
@@ -179,18 +176,6 @@ def eval_command(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
-
-
-def _check_writable_dir(path: str) -> None:
-    """One line, before any work, when ``--out`` cannot be a writable directory (nothing is created here)."""
-    p = Path(path).absolute()
-    probe = p
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise DllmError(f"--out {path!r} cannot be created: {str(probe)!r} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise DllmError(f"--out {path!r} is not writable ({str(probe)!r} denies writing)")
 
 
 @app.command(

@@ -21,6 +21,7 @@ from rich.console import Console
 from dllm.cli.app import app
 from dllm.cli.common import choices, default_model_path, parse_options
 from dllm.errors import DllmError
+from dllm.options import check_configuration
 
 DEFAULT_POLICY = "threshold"
 #: threshold used when the default policy runs without --threshold (Fast-dLLM's setting)
@@ -66,18 +67,14 @@ def generate_command(
             raise DllmError(f"{name} must be a positive integer, got {value}")
     if threshold is not None and not 0 < threshold <= 1:
         raise DllmError(f"--threshold {threshold} is outside (0, 1]")
-    # names first: a typo should not cost loading an 8B checkpoint
-    if policy not in dllm.policies():
-        raise DllmError(f"unknown policy {policy!r}; choose one of: {', '.join(dllm.policies())} (see `dllm policies`)")
-    if cache not in dllm.caches():
-        raise DllmError(f"unknown cache {cache!r}; choose one of: {', '.join(dllm.caches())} (see `dllm policies`)")
-    if block_schedule not in dllm.block_schedules():
-        raise DllmError(f"unknown block schedule {block_schedule!r}; choose one of: {', '.join(dllm.block_schedules())}")
     options = parse_options(option)
     if threshold is not None:
         options["threshold"] = threshold
     elif policy == DEFAULT_POLICY and "threshold" not in options:
         options["threshold"] = DEFAULT_THRESHOLD
+    # names, options and values first: a typo should not cost loading an 8B checkpoint
+    check_configuration(policy, cache, block_schedule,
+                        {**options, **({} if temperature is None else {"temperature": temperature})})
     prompt = read_prompt(prompt)
     if model is None:
         _warn_if_not_a_task_prompt(prompt)

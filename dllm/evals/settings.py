@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from dllm.errors import DllmError
 from dllm.evals.bench import get_benchmark
-from dllm.options import check_option_values, route_options
+from dllm.options import check_configuration
 from dllm.samplers.registry import make_schedule
 
 #: bump when records or summaries change meaning (part of the fingerprint)
@@ -55,11 +55,7 @@ def resolve_lengths(model: Any, bench: str, gen_length: int | None = None, block
 def check_run(policy: str, options: Mapping[str, Any], cache: str, block_schedule: str, lengths: Lengths) -> None:
     """Every user mistake of a run (policy, option names and values, cache, schedule, lengths) as a one-line
     DllmError, before any model work."""
-    check_option_values(policy, cache, block_schedule, options)
-    from dllm.samplers.registry import make_policy
-
-    routed = route_options(policy, cache, block_schedule, options)
-    make_policy(policy, **routed.policy)  # cross-option rules (e.g. threshold only with base=threshold)
+    routed = check_configuration(policy, cache, block_schedule, options)
     make_schedule(block_schedule, lengths.gen_length, lengths.block_length, lengths.steps, **routed.block_schedule)
 
 
