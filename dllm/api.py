@@ -54,6 +54,14 @@ def default_chat(model: Any) -> bool:
     return "instruct" in str(getattr(model, "name_or_path", "")).lower()
 
 
+def chat_prompt(model: Any, text: str) -> str:
+    """``text`` as one user message of the model's chat template, generation prompt added (as text)."""
+    tok = model.tokenizer
+    if tok is None or not getattr(tok, "chat_template", None):
+        raise DllmError(f"model {model.name_or_path!r} has no chat template; use --no-chat")
+    return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
 def encode_prompt(model: Any, prompt: str, chat: bool | None = None) -> list[int]:
     """Token ids of one text prompt; with ``chat`` (default: :func:`default_chat`) the model's chat template wraps
     it as one user message (rendered to text, then tokenized without extra special tokens, as the reference
@@ -62,9 +70,7 @@ def encode_prompt(model: Any, prompt: str, chat: bool | None = None) -> list[int
     if tok is None:
         raise DllmError(f"model {model.name_or_path!r} ships no tokenizer; text prompts need one")
     if default_chat(model) if chat is None else chat:
-        if not getattr(tok, "chat_template", None):
-            raise DllmError(f"model {model.name_or_path!r} has no chat template; use --no-chat")
-        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        prompt = chat_prompt(model, prompt)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     if not ids:
         raise DllmError("empty prompt")
@@ -119,12 +125,7 @@ def generate(
     def cache_factory(key_mask, positions, gen_start, gen_end):
         return make_cache(cache, model, key_mask, positions, gen_start, gen_end, **routed.cache)
 
-    if isinstance(input_ids, str) or (isinstance(input_ids, (list, tuple)) and input_ids
-                                      and isinstance(input_ids[0], str)):
-        texts = [input_ids] if isinstance(input_ids, str) else list(input_ids)
-        prompts = [encode_prompt(model, t, chat) for t in texts]
-    else:
-        prompts = as_prompt_list(model, input_ids, attention_mask)
+    prompts = as_prompt_list(model, input_ids, attention_mask, encode=lambda text: encode_prompt(model, text, chat))
     return denoise(
         model, prompts, pol, schedule, cache_factory, gen_length,
         temperature=float(pol.options.get("temperature", 0.0)), seed=seed, stop_at_eos=stop_at_eos, trace=trace,
@@ -145,4 +146,4 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 __all__ = ["generate", "load_model", "policies", "caches", "block_schedules", "default_block_length",
-           "decoding_lengths", "default_chat", "encode_prompt", "DEFAULT_GEN_LENGTH"]
+           "chat_prompt", "decoding_lengths", "default_chat", "encode_prompt", "DEFAULT_GEN_LENGTH"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -95,12 +95,13 @@ class GenerationOutput:
         return sum(self.generated_counts()) / total_nfe if total_nfe else 0.0
 
 
-def as_prompt_list(model: DiffusionLM, input_ids: Any, attention_mask: Tensor | None) -> list[list[int]]:
+def as_prompt_list(model: DiffusionLM, input_ids: Any, attention_mask: Tensor | None,
+                   encode: Callable[[str], list[int]]) -> list[list[int]]:
+    """Prompts as lists of token ids from a [B, L] tensor (+ attention mask), id lists, or text (one string or a
+    list), which ``encode`` turns into ids."""
     if isinstance(input_ids, str) or (isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], str)):
-        if model.tokenizer is None:
-            raise DllmError("text prompts need a tokenizer, and this model has none; pass token ids")
         texts = [input_ids] if isinstance(input_ids, str) else list(input_ids)
-        return [model.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return [encode(t) for t in texts]
     if isinstance(input_ids, Tensor):
         if input_ids.dim() == 1:
             input_ids = input_ids[None]

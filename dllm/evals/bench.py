@@ -93,12 +93,4 @@ def tokenize(model: Any, text: str, add_special_tokens: bool) -> list[int]:
     return list(ids)
 
 
-def chat_wrap(model: Any, text: str) -> str:
-    """``text`` as one user message of the model's chat template, generation prompt added."""
-    if not getattr(model.tokenizer, "chat_template", None):
-        raise DllmError(f"model {model.name_or_path!r} has no chat template; use --no-chat")
-    return model.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                               add_generation_prompt=True)
-
-
-__all__ = ["BENCHMARKS", "Benchmark", "Sample", "TEXT_BENCH_DEFAULTS", "chat_wrap", "get_benchmark", "tokenize"]
+__all__ = ["BENCHMARKS", "Benchmark", "Sample", "TEXT_BENCH_DEFAULTS", "get_benchmark", "tokenize"]

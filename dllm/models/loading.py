@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dllm.assets import is_shipped, shipped_models
 from dllm.errors import DllmError
 from dllm.models.base import MODELS, DiffusionLM, SpecialTokens
 
@@ -65,8 +66,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     """A local directory as is; the name of a checkpoint shipped in the package (``tiny-llada``, ``tiny-dream``);
     otherwise a hub id downloaded (or found in the HF cache)."""
-    from dllm.assets import shipped_models
-
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
@@ -86,12 +85,6 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     except Exception as exc:  # network, auth, missing repo: all the same to the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DllmError(f"cannot fetch checkpoint {text!r} from the hub ({first}); download it and pass the local directory") from None
-
-
-def shipped_names() -> list[str]:
-    from dllm.assets import shipped_models
-
-    return list(shipped_models())
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -338,7 +331,7 @@ def load_model(
     model.eval().requires_grad_(False)
     model.tokenizer = load_tokenizer(directory, trust_remote_code) if tokenizer else None
     model.special = special_tokens(config, model.tokenizer, str(directory))
-    model.name_or_path = str(directory) if str(path_or_id) in shipped_names() else str(path_or_id)
+    model.name_or_path = str(directory) if is_shipped(directory) else str(path_or_id)  # "tiny-llada" -> its path
     model.generation_defaults = read_generation_defaults(directory)
     return model
 

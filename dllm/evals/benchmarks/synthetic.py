@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from dllm.api import chat_prompt
 from dllm.errors import DllmError
 from dllm.evals import synthetic as suite
-from dllm.evals.bench import BENCHMARKS, Benchmark, Sample, chat_wrap, tokenize
+from dllm.evals.bench import BENCHMARKS, Benchmark, Sample, tokenize
 
 #: samples per family of the test split when no limit is given (the slice tiny-model training reports)
 DEFAULT_PER_FAMILY = 100
@@ -46,7 +47,7 @@ class Synthetic(Benchmark):
         n = DEFAULT_PER_FAMILY if limit is None else limit
         samples = []
         for i, ex in enumerate(suite.load_split("test", n_per_family=n)):
-            text = chat_wrap(model, ex.prompt) if chat else ex.prompt
+            text = chat_prompt(model, ex.prompt) if chat else ex.prompt
             samples.append(Sample(ex.id, i, text, tokenize(model, text, False), ex,
                                   {"family": ex.family, "target": ex.answer}))
         return samples
