@@ -14,13 +14,13 @@ example choice is not reproduced.)
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 from typing import Any
 
 from dllm.errors import DllmError
+from dllm.evals.jsonl import read_objects
 
 HUB_ID = "openai/gsm8k"
 HUB_CONFIG = "main"
@@ -37,26 +37,9 @@ _IGNORE = [re.compile(r","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.c
 def _read_jsonl(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise DllmError(f"GSM8K file {path!r} does not exist; pass a JSONL file with 'question' and 'answer' fields")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise DllmError(f"cannot read GSM8K file {path!r}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        lineno = raw.count(b"\n", 0, exc.start) + 1
-        raise DllmError(f"GSM8K file {path!r} is not UTF-8 text: byte {raw[exc.start]:#04x} on line {lineno}") from None
     docs = []
-    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DllmError(f"GSM8K file {path!r} line {lineno} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(doc, dict) or not isinstance(doc.get("question"), str) \
-                or not isinstance(doc.get("answer"), str):
+    for lineno, doc in read_objects(path, "GSM8K", "with string fields 'question' and 'answer'"):
+        if not isinstance(doc.get("question"), str) or not isinstance(doc.get("answer"), str):
             raise DllmError(f"GSM8K file {path!r} line {lineno} needs string fields 'question' and 'answer'")
         docs.append(doc)
     return docs

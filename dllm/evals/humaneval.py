@@ -11,15 +11,13 @@ problem's ``check`` in a judge process apart from the program (a program cannot 
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 import os
-import zlib
 from collections import deque
 from typing import Any
 
 from dllm.errors import DllmError
 from dllm.evals.execution import run_tests
+from dllm.evals.jsonl import read_objects
 
 # lm-eval's HumanEval stop list. Fast-dLLM does *not* truncate HumanEval answers with it (instruct answers are
 # fenced code, Dream base runs with escape_until); it is exported for base-model runs that want lm-eval's behaviour.
@@ -33,37 +31,21 @@ _REQUIRED_KEYS = ("task_id", "prompt", "test", "entry_point")
 
 def _read_jsonl(file: str) -> list[dict]:
     """Records of a ``.jsonl`` / ``.jsonl.gz`` file (blank lines skipped), each problem a one-line ``DllmError``."""
-    opener = gzip.open if file.endswith(".gz") else open
     records: list[dict] = []
     seen: dict[str, int] = {}
-    try:
-        with opener(file, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(record, dict):
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} is a JSON {type(record).__name__}, "
-                                    f"expected an object with {', '.join(_REQUIRED_KEYS)}")
-                missing = [k for k in _REQUIRED_KEYS if k not in record]
-                if missing:
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record.get('task_id')!r}) lacks {', '.join(missing)}")
-                wrong = [k for k in _REQUIRED_KEYS if not isinstance(record[k], str)]
-                if wrong:
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record['task_id']!r}): {', '.join(wrong)} must be strings")
-                if not record["entry_point"].isidentifier():
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno}: entry_point {record['entry_point']!r} is not a Python identifier")
-                if record["task_id"] in seen:
-                    raise DllmError(f"HumanEval file {file!r}: line {lineno} repeats task_id {record['task_id']!r} from line {seen[record['task_id']]}")
-                seen[record["task_id"]] = lineno
-                records.append(record)
-    except UnicodeDecodeError as exc:
-        raise DllmError(f"HumanEval file {file!r} is not UTF-8 text (byte {exc.start} of a line: {exc.reason})") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DllmError(f"cannot read HumanEval file {file!r}: {exc}") from None
+    for lineno, record in read_objects(file, "HumanEval", f"with {', '.join(_REQUIRED_KEYS)}"):
+        missing = [k for k in _REQUIRED_KEYS if k not in record]
+        if missing:
+            raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record.get('task_id')!r}) lacks {', '.join(missing)}")
+        wrong = [k for k in _REQUIRED_KEYS if not isinstance(record[k], str)]
+        if wrong:
+            raise DllmError(f"HumanEval file {file!r}: line {lineno} (task_id {record['task_id']!r}): {', '.join(wrong)} must be strings")
+        if not record["entry_point"].isidentifier():
+            raise DllmError(f"HumanEval file {file!r}: line {lineno}: entry_point {record['entry_point']!r} is not a Python identifier")
+        if record["task_id"] in seen:
+            raise DllmError(f"HumanEval file {file!r}: line {lineno} repeats task_id {record['task_id']!r} from line {seen[record['task_id']]}")
+        seen[record["task_id"]] = lineno
+        records.append(record)
     if not records:
         raise DllmError(f"HumanEval file {file!r} holds no problems; expected one JSON object per line")
     return records
