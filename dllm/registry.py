@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -223,27 +224,27 @@ class Registry:
         self._loading = True  # a module being imported may look entries up; it sees what is registered so far
         try:
             pkg = importlib.import_module(self.package)  # type: ignore[arg-type]
-            first = list(getattr(pkg, "LISTING_ORDER", ()))  # modules listed first (e.g. baselines before research)
-            names = sorted((i.name for i in pkgutil.iter_modules(pkg.__path__)),
-                           key=lambda n: (first.index(n) if n in first else len(first), n))
+            # modules named in LISTING_ORDER first (e.g. baselines before research), the rest alphabetically
+            rank = {name: i for i, name in enumerate(getattr(pkg, "LISTING_ORDER", ()))}
+            names = sorted((i.name for i in pkgutil.iter_modules(pkg.__path__) if not i.name.startswith("_")),
+                           key=lambda n: (rank.get(n, len(rank)), n))
             for name in names:
-                if not name.startswith("_"):
-                    importlib.import_module(f"{self.package}.{name}")
+                importlib.import_module(f"{self.package}.{name}")
         finally:
             self._loading = False
         self._loaded = True
-        # list entries by the package's LISTING_ORDER whatever order the modules happened to be imported in
-        rank = {name: i for i, name in enumerate(first)}
+        # list in that order too, whatever order the modules happened to be imported in before
         ordered = sorted(self._entries.values(),
                          key=lambda e: rank.get(getattr(e.factory, "__module__", "").rsplit(".", 1)[-1], len(rank)))
         self._entries = {e.name: e for e in ordered}
-        try:
-            from importlib.metadata import entry_points
+        from importlib.metadata import entry_points
 
-            for ep in entry_points(group=f"dllm.{self.kind}"):
+        for ep in entry_points(group=f"dllm.{self.kind}"):
+            try:
                 importlib.import_module(ep.value.split(":")[0])
-        except Exception:  # noqa: BLE001 - a broken third-party plug-in must not break the built-in ones
-            pass
+            except Exception as exc:  # noqa: BLE001 - a broken third-party plug-in must not break the built-in ones
+                warnings.warn(f"{self.kind} plug-in {ep.name!r} ({ep.value}) failed to import and is skipped: "
+                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
 
     def get(self, name: str) -> Entry:
         self._load()
