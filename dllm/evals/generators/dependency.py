@@ -28,6 +28,13 @@ def _literal_list(values: list[int]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
+def _distinct_list_checks(n: int, *conditions: str) -> list[str]:
+    """The asserts of a "return n distinct numbers such that ..." problem: a list of n distinct values, then each
+    of ``conditions`` (an expression over ``result``)."""
+    return ["    result = candidate()", "    assert isinstance(result, list)", f"    assert len(result) == {n}",
+            f"    assert len(set(result)) == {n}"] + [f"    assert {c}" for c in conditions]
+
+
 def _distinct_multiples(g: Gen) -> Spec:
     name = g.name(("some_multiples", "pick_multiples", "multiples_below", "choose_multiples", "list_multiples",
                    "few_multiples"))
@@ -46,14 +53,8 @@ def _distinct_multiples(g: Gen) -> Spec:
     valid = list(range(k, m, k))
     answer = g.rng.sample(valid, n)
     body = f"    return {_literal_list(answer)}\n"
-    checks = [
-        "    result = candidate()",
-        "    assert isinstance(result, list)",
-        f"    assert len(result) == {n}",
-        f"    assert len(set(result)) == {n}",
-        f"    assert all(isinstance(x, int) and 0 < x < {m} for x in result)",
-        f"    assert all(x % {k} == 0 for x in result)",
-    ]
+    checks = _distinct_list_checks(n, f"all(isinstance(x, int) and 0 < x < {m} for x in result)",
+                                   f"all(x % {k} == 0 for x in result)")
     examples = [(f"len(set({name}()))", str(n)), (f"all(x % {k} == 0 for x in {name}())", "True")]
     return Spec(f"def {name}() -> List[int]:", doc, body, [()], NUM_LIST, checks, examples)
 
@@ -101,14 +102,8 @@ def _digit_sum_numbers(g: Gen) -> Spec:
     )).format(n=n, s=s)
     answer = g.rng.sample(valid, n)
     body = f"    return {_literal_list(answer)}\n"
-    checks = [
-        "    result = candidate()",
-        "    assert isinstance(result, list)",
-        f"    assert len(result) == {n}",
-        f"    assert len(set(result)) == {n}",
-        "    assert all(isinstance(x, int) and 10 <= x <= 99 for x in result)",
-        f"    assert all(x // 10 + x % 10 == {s} for x in result)",
-    ]
+    checks = _distinct_list_checks(n, "all(isinstance(x, int) and 10 <= x <= 99 for x in result)",
+                                   f"all(x // 10 + x % 10 == {s} for x in result)")
     examples = [(f"len(set({name}()))", str(n)), (f"all(x // 10 + x % 10 == {s} for x in {name}())", "True")]
     return Spec(f"def {name}() -> List[int]:", doc, body, [()], NUM_LIST, checks, examples)
 
@@ -137,14 +132,7 @@ def _sum_to_target(g: Gen) -> Spec:
     answer = parts + [last]
     g.rng.shuffle(answer)
     body = f"    return {_literal_list(answer)}\n"
-    checks = [
-        "    result = candidate()",
-        "    assert isinstance(result, list)",
-        f"    assert len(result) == {n}",
-        f"    assert len(set(result)) == {n}",
-        "    assert all(isinstance(x, int) and x > 0 for x in result)",
-        f"    assert sum(result) == {t}",
-    ]
+    checks = _distinct_list_checks(n, "all(isinstance(x, int) and x > 0 for x in result)", f"sum(result) == {t}")
     if var == "even":
         checks.append("    assert all(x % 2 == 0 for x in result)")
     examples = [(f"sum({name}())", str(t)), (f"len(set({name}()))", str(n))]
