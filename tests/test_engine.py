@@ -1,10 +1,10 @@
 """Golden tests for the denoising loop: NFE and trace accounting, EOS early stop, user errors.
 
-The properties checked here follow from the spec and the public contract of ``dllm.generate``:
-one trace step per model forward, every generated position committed exactly once, in block order, with the
-token the policy proposed at that step; ``seq_nfe`` counts the forwards each row took part in; with
-``stop_at_eos`` a row ends once an end token is decided and everything before it is decided, the rest is
-EOS, it costs fewer forwards and its text does not change; user mistakes are one-line ``DllmError``s.
+The properties checked here follow from docs/design.md (*One generate call*, *Conventions*) and the public
+contract of ``dllm.generate``: one trace step per model forward, every generated position committed exactly
+once, in block order, with the token the policy proposed at that step; ``seq_nfe`` counts the forwards each row
+took part in; with ``stop_at_eos`` a row ends once an end token is decided and everything before it is decided,
+the rest is EOS, it costs fewer forwards and its text does not change; user mistakes are one-line ``DllmError``s.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_trace_and_nfe_accounting(models, kind, policy, opts, G, K, S):
 
 
 def test_quota_nfe_formula_and_no_trace_by_default(models):
-    # LLaDA quota decoding costs min(S_b, K) forwards per block (zero-quota steps are skipped, spec 4.4)
+    # LLaDA quota decoding costs min(S_b, K) forwards per block (zero-quota steps are skipped, docs/methods.md#llada)
     for G, K, S in [(16, 8, 16), (16, 8, 4), (16, 8, 32), (16, 16, 40)]:
         out = dllm.generate(models["llada"], [PROMPT], policy="lowconf", gen_length=G, block_length=K, steps=S,
                             stop_at_eos=False)

@@ -47,7 +47,8 @@ def test_summary_missing_fields():
 
 
 def test_aup_reproduces_published_d3llm_value():
-    # peers.md 5: d3LLM-LLaDA GSM8K-CoT, points (1, 74.02) and (9.08, 73.10), y_max 74.98 -> AUP 635.717.
+    # docs/methods.md#aup worked example: d3LLM-LLaDA GSM8K-CoT, points (1, 74.02) and (9.08, 73.10), y_max 74.98
+    # -> AUP 635.717.
     assert metrics.aup([(9.08, 73.10), (1.0, 74.02)], y_max=74.98) == pytest.approx(635.717, abs=1e-3)
 
 

@@ -1,8 +1,9 @@
 """Golden tests for the native LLaDA / Dream models and the checkpoint loader.
 
-Written from the spec (shared/specs/models-and-fastdllm.md sections 1-2), not from the implementation:
+Written from the documented checkpoint formats (docs/models.md), independently of the implementation:
 
-* tiny checkpoints carry exactly the published config keys and parameter names (spec 1.2, 1.3, 2.1);
+* tiny checkpoints carry exactly the published config keys and parameter names (docs/models.md#llada-config,
+  #llada-parameters, #dream-config, #dream-parameters);
 * they load through ``dllm.load_model`` (single file and sharded), in bf16/fp16/fp32, and round-trip exactly;
 * an independent architecture cross-check runs the same weights through ``transformers``' Llama (for LLaDA,
   with renamed parameters) and Qwen2 (for Dream, same names) made bidirectional, and compares logits;
@@ -28,9 +29,9 @@ from dllm.models.tiny import make_tiny_checkpoint, make_tiny_model, tiny_config
 
 V, D, LAYERS, HEADS, INTER = 256, 64, 2, 4, 128
 
-# --- the published formats, re-typed from the spec ------------------------------------------------------
+# --- the published formats, re-typed from docs/models.md ------------------------------------------------
 
-LLADA_CONFIG_KEYS = {  # spec 1.2: every key a LLaDA config.json should carry
+LLADA_CONFIG_KEYS = {  # docs/models.md#llada-config: every key a LLaDA config.json should carry
     "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "mlp_ratio", "vocab_size", "embedding_size",
     "rope", "rope_theta", "rope_full_precision", "alibi", "max_sequence_length", "include_bias", "include_qkv_bias",
     "bias_for_layer_norm", "block_type", "activation_type", "layer_norm_type", "layer_norm_with_affine",
@@ -40,7 +41,7 @@ LLADA_CONFIG_KEYS = {  # spec 1.2: every key a LLaDA config.json should carry
     "use_cache", "multi_query_attention", "architectures", "auto_map", "transformers_version", "torch_dtype",
     "model_type",
 }
-DREAM_CONFIG_KEYS = {  # spec 2.1
+DREAM_CONFIG_KEYS = {  # docs/models.md#dream-config
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
     "tie_word_embeddings", "rope_theta", "rope_scaling", "use_sliding_window", "sliding_window", "max_window_layers",
@@ -49,7 +50,7 @@ DREAM_CONFIG_KEYS = {  # spec 2.1
 
 
 def llada_expected_keys(n_layers: int, d: int, kv_dim: int, mlp: int, emb: int) -> dict[str, tuple[int, ...]]:
-    """Spec 1.3: the complete LLaDA state dict (block_group_size 1, no weight tying, no biases)."""
+    """docs/models.md#llada-parameters: the complete LLaDA state dict (block_group_size 1, no tying, no biases)."""
     keys = {"model.transformer.wte.weight": (emb, d), "model.transformer.ln_f.weight": (d,),
             "model.transformer.ff_out.weight": (emb, d)}
     for i in range(n_layers):
@@ -118,7 +119,7 @@ def test_llada_checkpoint_has_exact_published_keys(ckpts):
     config = json.loads((d / "config.json").read_text())
     assert LLADA_CONFIG_KEYS <= set(config), sorted(LLADA_CONFIG_KEYS - set(config))
     assert config["model_type"] == "llada" and config["activation_type"] == "silu" and config["block_type"] == "llama"
-    assert "activation" not in config  # the key is activation_type (spec 1.2)
+    assert "activation" not in config  # the key is activation_type (docs/models.md#llada-config)
     hd = config["d_model"] // config["n_heads"]
     want = llada_expected_keys(config["n_layers"], config["d_model"], config["n_kv_heads"] * hd,
                                config["mlp_hidden_size"], config["embedding_size"])
@@ -151,7 +152,7 @@ def test_load_shapes_and_special_ids(ckpts, kind):
     assert m.vocab_size == V and m.num_layers == LAYERS and m.num_heads == HEADS and m.head_dim == D // HEADS
     assert m.num_kv_heads == (2 if kind == "dream" else HEADS)
     assert m.special.mask == 4 and m.special.eos == 2 and m.special.pad == 2
-    assert m.logit_shift == (kind == "dream")  # spec 2.2: only Dream shifts
+    assert m.logit_shift == (kind == "dream")  # docs/models.md#logit-shift: only Dream shifts
     assert m.tokenizer is not None
     logits = _logits(m, PROMPT.repeat(3, 1))
     assert logits.shape == (3, PROMPT.shape[1], V)
@@ -198,7 +199,7 @@ def test_dtypes_store_and_load(kind, dtype, name, tmp_path):
         m = dllm.load_model(d, device="cpu", dtype=requested)
         assert {p.dtype for p in m.parameters()} == {dtype}
         out = _logits(m)
-        assert out.dtype == dtype  # logits stay in model dtype (spec 1.4 / 2.1)
+        assert out.dtype == dtype  # logits stay in model dtype (docs/models.md#dtypes)
     ref = _logits(dllm.load_model(d, device="cpu", dtype=torch.float32))
     tol = {torch.bfloat16: 0.05, torch.float16: 5e-3, torch.float32: 0.0}[dtype]
     assert (out.float() - ref).abs().max().item() <= tol
@@ -295,7 +296,7 @@ def test_matches_transformers_bidirectional(kind, dtype, tmp_path):
     assert mine.dtype == dtype
     scale = ref.abs().max().item()
     assert scale > 1.0
-    # Both compute RMSNorm in float32 (spec 1.4), so float64 agreement is at float32 level.
+    # Both compute RMSNorm in float32 (docs/models.md#layers), so float64 agreement is at float32 level.
     assert (mine - ref).abs().max().item() <= 1e-5 * scale
     assert (mine - causal).abs().max().item() > 1e-2  # the comparison has power: causal attention is far off
     # and our model is bidirectional as well

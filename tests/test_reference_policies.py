@@ -1,7 +1,8 @@
 """Golden tests: the baseline policies against straightforward re-derivations of the reference algorithms.
 
-The references below are written from shared/specs/models-and-fastdllm.md (sections 2.3, 3, 4.2-4.4), one
-sequence at a time, in plain Python over float64 logits, deliberately *not* reusing any dllm sampler code:
+The references below are written from the documented reference behaviour (docs/methods.md#llada, #fast-dllm,
+#dream), independently of the implementation, one sequence at a time, in plain Python over float64 logits,
+deliberately *not* reusing any dllm sampler code:
 
 * LLaDA ``generate`` (LL): per-block quota ``get_num_transfer_tokens``, exactly S_b iterations per block,
   ``low_confidence`` (softmax of the argmax) or ``random`` remasking, top-k per row;
@@ -77,7 +78,7 @@ class RefRun:
 
 
 def ref_logits(model, x: list[int]) -> torch.Tensor:
-    """[L, V] float64 logits predicting each canvas position. Dream (spec 2.2): position i reads output i-1."""
+    """[L, V] float64 logits predicting each canvas position. Dream (docs/models.md#logit-shift): output i-1."""
     with torch.no_grad():
         raw = model(torch.tensor([x]))[0].double()
     if model.logit_shift:
@@ -114,7 +115,7 @@ def probs_and_argmax(logits_row: torch.Tensor) -> tuple[int, torch.Tensor]:
 
 
 def ref_llada_quota(model, prompt, G, K, S, remasking="low_confidence", follow=None) -> RefRun:
-    """LL ``generate`` at temperature 0 (spec 3). ``follow(step, candidates) -> positions`` replaces the choice
+    """LL ``generate`` at T = 0 (docs/methods.md#llada). ``follow(step, candidates) -> positions`` replaces the choice
     of positions (used for ``random`` remasking, whose uniform draws cannot be reproduced)."""
     assert G % K == 0 and S % (G // K) == 0
     lp = len(prompt)
@@ -149,7 +150,7 @@ def ref_llada_quota(model, prompt, G, K, S, remasking="low_confidence", follow=N
 
 
 def ref_fastdllm(model, prompt, G, K, rule: str, tau: float = 0.9, factor: float = 1.0, quirk: bool = False) -> RefRun:
-    """Fast-dLLM ``generate`` (spec 4.4) with ``get_transfer_index`` threshold (4.2) or factor (4.3) selection:
+    """Fast-dLLM ``generate`` with ``get_transfer_index`` threshold or factor selection (docs/methods.md#fast-dllm):
     per block, forward + transfer until the block has no mask."""
     lp = len(prompt)
     x = list(prompt) + [MASK] * G
@@ -194,7 +195,7 @@ def ref_fastdllm(model, prompt, G, K, rule: str, tau: float = 0.9, factor: float
 
 
 def dream_transfer_counts(n: int, steps: int, eps: float = 1e-3) -> list[int]:
-    """Dream's k per step for a fixed mask count trajectory (spec 2.3), float32 and truncation."""
+    """Dream's k per step for a fixed mask count trajectory (docs/methods.md#dream), float32 and truncation."""
     ts = torch.linspace(1, eps, steps + 1)
     counts, left = [], n
     for i in range(steps):
@@ -205,7 +206,7 @@ def dream_transfer_counts(n: int, steps: int, eps: float = 1e-3) -> list[int]:
 
 
 def ref_dream(model, prompt, G, S, alg: str, eps: float = 1e-3) -> RefRun:
-    """Dream ``diffusion_generate`` (spec 2.3), non-block, temperature 0, B = 1."""
+    """Dream ``diffusion_generate`` (docs/methods.md#dream), non-block, temperature 0, B = 1."""
     lp = len(prompt)
     x = list(prompt) + [MASK] * G
     ts = torch.linspace(1, eps, S + 1)  # float32, as torch.linspace defaults to
@@ -239,7 +240,7 @@ def ref_dream(model, prompt, G, S, alg: str, eps: float = 1e-3) -> RefRun:
 
 
 # ======================================================================================================
-# Self-checks of the references against the worked examples in the spec
+# Self-checks of the references against the worked examples in docs/methods.md (#llada, #dream)
 # ======================================================================================================
 
 def test_reference_schedules_match_spec_examples():
@@ -321,7 +322,7 @@ def test_exact_ties_go_to_the_lowest_index(policy, G, K, S, opts):
 
 @pytest.mark.parametrize("G,K,S", [(32, 8, 32), (30, 10, 9), (24, 24, 8)])
 def test_lowconf_on_dream_uses_shifted_logits(dream, G, K, S):
-    """The LLaDA quota rule on a Dream model: same algorithm, logits read one position earlier (spec 2.2)."""
+    """The LLaDA quota rule on a Dream model: same algorithm, logits one position earlier (docs/models.md#logit-shift)."""
     ref = ref_llada_quota(dream, PROMPT, G, K, S)
     _check_against(_ours(dream, "lowconf", G, K, S), ref, G)
 
@@ -394,7 +395,7 @@ def test_factor_matches_paper_rule(llada, f, G, K):
 
 
 def test_factor_differs_from_reference_off_by_one_quirk():
-    """FD-later's factor rule accepts the last candidate when it is the first to fail (spec 4.3 Quirk); dllm
+    """FD-later's factor rule accepts the last candidate when it is the first to fail (docs/methods.md#fast-dllm); dllm
     implements the paper rule and does not. Confidences [0.95, 0.9, 0.5] with factor 1: thresholds are
     -1, 0.5, 0.667 -> the paper accepts 2, the reference 3."""
     from dllm.samplers.base import PolicyState, Proposal
@@ -525,7 +526,7 @@ def _ctx(logits: torch.Tensor, candidates: torch.Tensor, seed: int = 0, temperat
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
 def test_gumbel_sampling_matches_softmax(temperature):
-    """LLaDA's add_gumbel_noise (spec 3) samples from softmax(logits / T): empirical frequencies over many
+    """LLaDA's add_gumbel_noise (docs/methods.md#llada) samples softmax(logits / T): empirical frequencies over many
     positions and seeds match it."""
     from dllm.samplers.scoring import sample_tokens
 
@@ -570,7 +571,7 @@ def test_sampled_confidence_is_unit_temperature_probability():
 @pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_dream_scorer_confidences(alg, temperature):
-    """Dream's sample_tokens (spec 2.3): probabilities of logits / T; confidence = p[x0] (maskgit_plus),
+    """Dream's sample_tokens (docs/methods.md#dream): probabilities of logits / T; confidence = p[x0] (maskgit_plus),
     top-1 minus top-2 (topk_margin) or sum p log(p + 1e-10) (entropy); x0 = argmax at T = 0."""
     from dllm.samplers.scoring import DreamScorer
 

@@ -23,7 +23,7 @@ from dllm.training.filter import THRESHOLD_GRID, collect_filter_data, trace_exam
 
 V = 16
 NL = 9  # the "newline" delimiter of the scripted tests
-Q = {5: 0.6, 6: 0.3, 7: 0.1}  # the spec's credit test distribution
+Q = {5: 0.6, 6: 0.3, 7: 0.1}  # the credit worked example's distribution (docs/methods.md#creditdecoding)
 PROMPT = [7, 8, 9]
 
 
@@ -68,7 +68,7 @@ def test_credit_matches_the_spec_vector():
         assert proc.credits(state, 0) == {0: {5: pytest.approx(credit[k], abs=1e-4)}}
         got.append(torch.softmax(out[0, 0], -1).max().item())
         assert got[-1] == pytest.approx(fused[k], abs=1e-4)
-    # the processor's fused confidence first passes 0.8 on call 6, as in the spec
+    # the processor's fused confidence first passes 0.8 on call 6, as in docs/methods.md#creditdecoding
     assert [f >= 0.8 for f in got].index(True) == 5
 
 
