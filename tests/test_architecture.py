@@ -175,8 +175,8 @@ def test_router_refuses_an_option_name_two_pieces_declare():
 
 def test_policy_options_include_the_common_groups():
     names = [o.name for o in policy_options("factor")]
-    assert names[:2] == ["factor", "temperature"]
-    assert [n for g in COMMON for n in g.names] == names[2:]
+    assert names[:3] == ["factor", "rule", "temperature"]
+    assert [n for g in COMMON for n in g.names] == names[3:]
 
 
 # --- the API uses the checkpoint's defaults, as the CLI does -----------------------------------------------

@@ -401,11 +401,11 @@ def test_factor_differs_from_reference_off_by_one_quirk():
     from dllm.samplers.base import PolicyState, Proposal
     from dllm.samplers.selectors import FactorSelector
 
-    def commit(values):
+    def commit(values, upstream=False):
         conf = torch.tensor([values])
         cand = torch.isfinite(conf)
         ctx = _ctx(torch.zeros(1, len(values), 8), cand)
-        return FactorSelector(1.0)(Proposal(tokens=torch.zeros(1, len(values), dtype=torch.long), confidence=conf),
+        return FactorSelector(1.0, upstream)(Proposal(tokens=torch.zeros(1, len(values), dtype=torch.long), confidence=conf),
                                    ctx, PolicyState(1, torch.device("cpu")))
 
     def ref_count(c, quirk):
@@ -427,6 +427,9 @@ def test_factor_differs_from_reference_off_by_one_quirk():
     assert commit([0.5, float("-inf"), 0.95, 0.9]).tolist() == [[False, False, True, True]]  # 2 tokens, not 3
     # a failure before the last rank is the same in both: the two most confident, 0.99 and 0.95
     assert commit([0.95, 0.4, 0.99, 0.3]).tolist() == [[True, False, True, False]]
+    # the upstream option commits the quirk's set: the failing last candidate too, and nothing else changes
+    assert commit([0.5, float("-inf"), 0.95, 0.9], upstream=True).tolist() == [[True, False, True, True]]
+    assert commit([0.95, 0.4, 0.99, 0.3], upstream=True).tolist() == [[True, False, True, False]]
 
 
 def test_factor_quirk_changes_end_to_end_decoding(llada):
@@ -438,6 +441,9 @@ def test_factor_quirk_changes_end_to_end_decoding(llada):
     assert paper.quirk_hits > 0
     assert out.tokens[0].tolist() == paper.tokens and out.nfe == paper.nfe
     assert (quirky.tokens, quirky.nfe) != (paper.tokens, paper.nfe)
+    # rule="upstream" reproduces the reference with its quirk, step for step
+    upstream = _ours(llada, "factor", 32, 8, 4, factor=1.0, rule="upstream")
+    _check_against(upstream, quirky, 32)
 
 
 @pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])

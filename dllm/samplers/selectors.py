@@ -58,11 +58,16 @@ class ThresholdSelector:
 
 class FactorSelector:
     """Fast-dLLM factor rule: sort candidates by confidence; accept rank r (0-based) while
-    ``c_r >= 1 - factor / (r + 2)``; rank 0 always. The reference also accepts the last candidate when it is
-    the first to fail (an off-by-one **Quirk**); we do not: a failing candidate is never committed."""
+    ``c_r >= 1 - factor / (r + 2)``; rank 0 always (the paper's rule, ``upstream=False``, the default).
 
-    def __init__(self, factor: float) -> None:
+    **Quirk** of the reference (``get_transfer_index_dynamic``): it also accepts the last candidate when that one
+    is the first to fail, so the two last masked tokens of a block are always committed together. We do not by
+    default (a failing candidate is never committed); ``upstream=True`` (policy option ``rule="upstream"``)
+    reproduces the reference exactly."""
+
+    def __init__(self, factor: float, upstream: bool = False) -> None:
         self.factor = float(factor)
+        self.upstream = bool(upstream)
 
     def __call__(self, proposal: Proposal, ctx: StepContext, state: PolicyState) -> Tensor:
         conf = proposal.confidence
@@ -72,6 +77,9 @@ class FactorSelector:
         thresholds[0] = -1.0
         ok = (sorted_conf >= thresholds) & torch.isfinite(sorted_conf)
         count = torch.cumprod(ok.long(), dim=-1).sum(-1)  # length of the accepted prefix
+        if self.upstream:
+            n = torch.isfinite(conf).sum(-1)
+            count = torch.where(count == n - 1, n, count)  # the reference's "+1 when it stopped at n-1"
         return top_k_mask(conf, count)
 
 
