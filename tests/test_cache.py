@@ -122,6 +122,10 @@ def _frozen_reference(m, canvas, key_mask, positions, window, stored, frozen):
     return _full_logits(m, canvas, key_mask, positions, window, hook), (new_ks, new_vs)
 
 
+#: these tests look at the cached step itself: delayed's step-1 full forward (its default, as dKV-Cache) is off
+_CACHED_STEP_OPTS = {"delayed": {"step1_full": False}}
+
+
 def _frozen_set(m, cache, canvas_at_refresh, bs, be, length):
     s = 1 if m.logit_shift else 0
     cols = torch.arange(length)[None, :]
@@ -143,7 +147,7 @@ def test_cached_step_on_unchanged_canvas_equals_full_forward(model, cache):
     bs = torch.full((b,), gs + BLOCK)
     be = bs + BLOCK
     window = (gs + BLOCK, gs + 2 * BLOCK)
-    mgr = make_cache(cache, m, key_mask, positions, gs, gs + GEN)
+    mgr = make_cache(cache, m, key_mask, positions, gs, gs + GEN, **_CACHED_STEP_OPTS.get(cache, {}))
     active = torch.ones(b, dtype=torch.bool)
     with torch.inference_mode():
         first = mgr.logits(canvas, active, bs, be, window)  # opens block 1: full forward
@@ -171,7 +175,7 @@ def test_cached_step_uses_exactly_the_stale_kv(model, cache):
     be = bs + BLOCK
     window = (gs, gs + 3 * BLOCK)
     active = torch.ones(b, dtype=torch.bool)
-    mgr = make_cache(cache, m, key_mask, positions, gs, gs + GEN)
+    mgr = make_cache(cache, m, key_mask, positions, gs, gs + GEN, **_CACHED_STEP_OPTS.get(cache, {}))
     with torch.inference_mode():
         mgr.logits(canvas0, active, bs, be, window)
         recorded = _record(m, canvas0, key_mask, positions)
@@ -202,7 +206,7 @@ def test_delayed_caches_one_step_after_commit():
     m = _model("llada")
     canvas, key_mask, positions, gs, g = _canvas(m)
     b, length = canvas.shape
-    mgr = make_cache("delayed", m, key_mask, positions, gs, gs + GEN, refresh="block")
+    mgr = make_cache("delayed", m, key_mask, positions, gs, gs + GEN, refresh="block", step1_full=False)
     bs = torch.full((b,), gs)
     be = bs + BLOCK
     active = torch.ones(b, dtype=torch.bool)
@@ -238,14 +242,17 @@ def _run_with_stats(m, cache, policy="lowconf", prompts=PROMPTS, **opts):
                          stop_at_eos=False, **opts)
 
 
-@pytest.mark.parametrize("cache,refresh,per_block", [
-    ("prefix", None, 1), ("dual", None, 1), ("delayed", None, 1),  # S_b = 4 < 8: delayed refreshes at block open only
-    ("prefix", 2, 2), ("dual", 3, 2), ("delayed", 2, 2), ("dual", "block", 1), ("delayed", 1, 4),
+@pytest.mark.parametrize("cache,refresh,per_block,extra", [
+    ("prefix", None, 1, {}), ("dual", None, 1, {}), ("prefix", 2, 2, {}), ("dual", 3, 2, {}), ("dual", "block", 1, {}),
+    # S_b = 4 < 8: delayed refreshes at block open and, as dKV-Cache, at the block's step 1
+    ("delayed", None, 2, {}), ("delayed", 2, 3, {}), ("delayed", 1, 4, {}),  # refresh 2: steps 0, 1, 2
+    ("delayed", None, 1, {"step1_full": False}), ("delayed", 2, 2, {"step1_full": False}),
+    ("delayed", 1, 4, {"step1_full": False}),
 ])
-def test_nfe_and_refresh_counts(cache, refresh, per_block):
+def test_nfe_and_refresh_counts(cache, refresh, per_block, extra):
     m = _model("llada")
     opts = {} if refresh is None else {"refresh": refresh}
-    out = _run_with_stats(m, cache, **opts)
+    out = _run_with_stats(m, cache, **opts, **extra)
     blocks = GEN // BLOCK
     assert out.seq_nfe == [GEN] * 3 and out.nfe == GEN  # one forward per row per step; refresh fused
     assert out.cache_stats["refreshes"] == [blocks * per_block] * 3
@@ -320,7 +327,8 @@ def test_registry_and_options():
     names = caches()
     assert {"none", "prefix", "dual", "delayed"} <= set(names)
     for cache in CACHES:
-        assert CACHES_REGISTRY.get(cache).option_names() == ["refresh", "vicinity"]
+        extra = ["step1_full"] if cache == "delayed" else []
+        assert CACHES_REGISTRY.get(cache).option_names() == ["refresh", "vicinity", *extra]
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -36,7 +36,7 @@ import dllm
 from dllm.assets import ASSETS_DIR, asset_path
 from dllm.errors import DllmError
 
-GEN, BLOCK, STEPS = 16, 4, 8  # quota policies commit two tokens per step
+GEN, BLOCK, STEPS = 16, 4, 12  # 3 steps a block: delayed caches from step 2 (steps 0 and 1 are full forwards)
 TEXTS = ("sort:8315=", "shuffle:6zrgm=")  # 10 and 14 tokens: a ragged batch
 EARLY = {"early_commit_thresholds": "15,12,10"}  # above the first-step gap: Prophet fires after a few steps
 

@@ -95,6 +95,8 @@ class KVStoreCache(CacheManager):
         super().__init__(model, key_mask, positions, gen_start, gen_end)
         self.refresh = check_refresh(refresh)
         self.vicinity = check_vicinity(vicinity)
+        #: in-block steps (besides a block's opening step 0) that always take a full forward
+        self.full_steps = torch.zeros(0, dtype=torch.long, device=key_mask.device)
         b, length = key_mask.shape
         device = key_mask.device
         self.length = length
@@ -117,7 +119,7 @@ class KVStoreCache(CacheManager):
         opening = active & (block_start != self.opened_at)
         self.opened_at = torch.where(opening, block_start, self.opened_at)
         self.block_step = torch.where(opening, torch.zeros_like(self.block_step), self.block_step)
-        full = opening
+        full = opening | (active & torch.isin(self.block_step, self.full_steps))
         if self.refresh != "block":
             full = full | (active & (self.block_step % int(self.refresh) == 0))
         if any(k is None for k in self.keys):  # nothing stored yet (cannot happen after a first full forward)
@@ -270,7 +272,9 @@ class DualCache(KVStoreCache):
 
 
 @CACHES.register("delayed", "dKV-Cache-Decode: cache a token's K/V one step after it is decided; full refresh every 8 steps",
-                 options=[_refresh_option(8), VICINITY])
+                 options=[_refresh_option(8), VICINITY,
+                          Option("step1_full", True, "also a full forward at each block's step 1, as dKV-Cache does "
+                                 "(false: step 1 is served from the cache)", kind=bool)])
 class DelayedCache(KVStoreCache):
     """dKV-Cache-Decode (docs/methods.md#dkv-cache): a position's K/V are cached one step after it is committed,
     i.e. from the first forward in which it appears as its decided token; masked positions are never served from
@@ -285,17 +289,20 @@ class DelayedCache(KVStoreCache):
     dKV-Cache setting; ``"block"``: only at block open; ``1`` = no caching) and ``vicinity`` (K: also
     recompute the K positions on each side of the block every step).
 
-    **Quirks**: the reference also runs a full forward at a block's step 1; here step 1 is already cached, so the
-    prompt's and earlier blocks' K/V come from step 0's forward (one step staler, one full forward fewer per
-    block, the same NFE). For Dream a position is cached once it is decided (the reference's
+    As the reference, a block's step 1 is a full forward too (``step1_full=True``, the default): it refreshes the
+    prompt's and earlier blocks' K/V after step 0's commits. ``step1_full=False`` serves step 1 from the cache
+    instead (one full forward fewer per block, the same NFE, K/V of the prompt one step staler): dllm's behaviour
+    before this option existed. **Quirk**: for Dream a position is cached once it is decided (the reference's
     ``shift_type="right"``; its default ``"un"`` caches position q once q + 1 is decided).
     """
 
     name = "delayed"
 
     def __init__(self, model: DiffusionLM, key_mask: Tensor, positions: Tensor, gen_start: int, gen_end: int,
-                 refresh: str | int = 8, vicinity: int = 0) -> None:
+                 refresh: str | int = 8, vicinity: int = 0, step1_full: bool = True) -> None:
         super().__init__(model, key_mask, positions, gen_start, gen_end, refresh=refresh, vicinity=vicinity)
+        if step1_full:
+            self.full_steps = torch.ones(1, dtype=torch.long, device=key_mask.device)
         #: [B, L] positions whose stored K/V were computed with their decided token (padding counts as cached)
         self.cached = ~key_mask.clone()
 
@@ -305,7 +312,6 @@ class DelayedCache(KVStoreCache):
     def _after_forward(self, canvas: Tensor, ridx: Tensor) -> None:
         mask_id = self.model.mask_id
         self.cached[ridx] = (canvas[ridx] != mask_id) | ~self.key_mask[ridx]
-
 
 
 __all__ = ["DelayedCache", "DualCache", "KVStoreCache", "PrefixCache", "check_refresh", "check_vicinity"]
