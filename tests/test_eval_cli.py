@@ -301,3 +301,53 @@ def test_lm_eval_cli_with_a_local_task(ckpt, tmp_path, capsys, monkeypatch):
     assert len(samples) == 1
     rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
     assert len(rows) == 3 and all("w42" not in r["resps"][0][0] for r in rows)
+
+
+def test_runs_are_timed_round_robin_with_an_interval(ckpt, tmp_path, capsys, monkeypatch):
+    """dllm eval decodes one batch of every run in turn (so machine load hits all runs alike) and reports a
+    bootstrap interval of each wall-clock speedup over those rounds; results equal a one-run-after-another eval."""
+    from dllm.evals import runner
+
+    calls = []
+    real = runner.evaluate
+
+    def spy(model, bench, policy, options, **kw):
+        calls.append((policy, tuple(str(s.id) for s in kw["samples"])))
+        return real(model, bench, policy, options, **kw)
+
+    monkeypatch.setattr(runner, "evaluate", spy)
+    args = ("eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "2", "--model", str(ckpt),
+            "--no-progress", "--batch-size", "3")
+    code, out, err = run_cli(capsys, *args, "--out", str(tmp_path / "rr"))
+    assert code == 0, err
+    ids = [s for s in calls[-1][1]]  # the last calls are the whole-set summaries
+    chunks = [tuple(ids[i:i + 3]) for i in range(0, len(ids), 3)]
+    assert calls[:2 * len(chunks)] == [(p, c) for c in chunks for p in ("lowconf", "threshold")]  # round-robin
+    report = json.loads((tmp_path / "rr" / "synthetic" / "report.json").read_text())
+    assert report["timing_rounds"] == len(chunks) == 4
+    base, thr = report["rows"]
+    lo, hi = thr["speedup_time_interval"]
+    assert 0 < lo <= hi and base["speedup_time_interval"] is None
+    assert "runs timed round-robin in 4 rounds" in " ".join(out.split())
+
+    calls.clear()
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "seq"), "--no-interleave")
+    assert code == 0, err
+    assert [p for p, _ in calls] == ["lowconf", "threshold"]  # one configuration after another, whole set each
+    seq = json.loads((tmp_path / "seq" / "synthetic" / "report.json").read_text())
+    assert seq["timing_rounds"] is None and seq["rows"][1]["speedup_time_interval"] is None
+    for a, b in zip(report["rows"], seq["rows"]):
+        assert (a["accuracy"], a["mean_nfe"]) == (b["accuracy"], b["mean_nfe"])
+    tag = "threshold_g16-b16-s16.jsonl"
+    strip = [{k: v for k, v in r.items() if k != "latency_s"} for r in _records(tmp_path / "rr" / "synthetic" / tag)]
+    assert strip == [{k: v for k, v in r.items() if k != "latency_s"}
+                     for r in _records(tmp_path / "seq" / "synthetic" / tag)]
+
+
+def test_ratio_interval():
+    from dllm.evals.report import ratio_interval
+
+    assert ratio_interval([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == (2.0, 2.0)  # every round says 2x
+    lo, hi = ratio_interval([1.0, 2.0, 9.0, 3.0], [1.0, 1.0, 1.0, 1.0])
+    assert 1.0 <= lo < hi <= 9.0  # within the single-round extremes, and noise widens it
+    assert ratio_interval([1.0], [1.0]) is None

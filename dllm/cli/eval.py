@@ -90,6 +90,7 @@ def eval_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available; cuda:LOCAL_RANK under torchrun)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on cuda, fp32 on cpu)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    interleave: bool = typer.Option(True, "--interleave/--no-interleave", help="Time the runs round-robin, one batch of each in turn (default), so wall-clock ratios are measured side by side; --no-interleave runs one configuration after another."),
 ) -> None:
     """Evaluate POLICIES on a benchmark against the one-token-per-step baseline; results are resumable."""
     import dllm
@@ -151,17 +152,33 @@ def eval_command(
 
     use_chat = bench_obj.default_chat(lm) if chat is None else chat
     samples = runner.load_samples(lm, bench, limit=limit, data=data, chat=use_chat, **bench_options)
-    summaries = []
+
+    def evaluate(run: Any, subset: Any, show: bool) -> dict:
+        return runner.evaluate(
+            lm, bench, run.policy, run.options, cache=run.cache, block_schedule=run.schedule,
+            gen_length=run.lengths.gen_length, block_length=run.lengths.block_length, steps=run.lengths.steps,
+            limit=limit, batch_size=batch_size, out_dir=out, data=data, chat=use_chat, seed=seed,
+            progress=show, samples=subset, **bench_options,
+        )
+
+    rounds: list[list[float]] | None = None
     try:
-        for run in runs:
-            summaries.append(runner.evaluate(
-                lm, bench, run.policy, run.options, cache=run.cache, block_schedule=run.schedule,
-                gen_length=run.lengths.gen_length, block_length=run.lengths.block_length, steps=run.lengths.steps,
-                limit=limit, batch_size=batch_size, out_dir=out, data=data, chat=use_chat, seed=seed,
-                progress=progress, samples=samples, **bench_options,
-            ))
+        if interleave and len(runs) > 1:
+            # Round-robin: every run decodes the same batch back to back, so machine load hits all runs alike and
+            # the wall-clock ratios compare like with like; each run's warm-up call stays untimed.
+            size = batch_size * world  # under torchrun each rank decodes its share of the round
+            chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
+            rounds = [[] for _ in runs]
+            with runner.progress_bar(progress and rank == 0, f"{bench} · {len(runs)} runs interleaved",
+                                     len(chunks) * len(runs), world) as bar:
+                for chunk in chunks:
+                    for i, run in enumerate(runs):
+                        rounds[i].append(evaluate(run, chunk, False)["total_latency_s"])
+                        bar.advance(1)
+        summaries = [evaluate(run, samples, progress and rounds is None) for run in runs]
         if rank == 0:
-            report = build_report(bench, lm.name_or_path, runs, summaries, sweep_spec[0] if sweep_spec else None)
+            report = build_report(bench, lm.name_or_path, runs, summaries, sweep_spec[0] if sweep_spec else None,
+                                  round_latencies=rounds)
             report_path = Path(out) / bench / "report.json"
             report_path.parent.mkdir(parents=True, exist_ok=True)
             report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -6,8 +6,9 @@ Bench-specific columns come from the benchmark plug-in (``Benchmark.columns`` / 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from dllm.errors import DllmError
 from dllm.evals.bench import get_benchmark
@@ -85,20 +86,54 @@ def _num(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _interval(iv: Sequence[float] | None) -> str:
+    return "" if not iv else f" [{iv[0]:.2f}-{iv[1]:.2f}]"
+
+
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den <= 0:
         return None
     return num / den
 
 
-def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[dict], sweep_key: str | None
-                 ) -> dict[str, Any]:
-    """Rows with speedups vs the baseline, plus AUP per policy when sweeping."""
+def ratio_interval(base: Sequence[float], other: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float] | None:
+    """A bootstrap interval of ``sum(base) / sum(other)`` over paired rounds (``base[i]`` and ``other[i]`` timed
+    back to back on the same samples): how much the wall-clock speedup moves with machine noise and sample mix.
+    None with fewer than 2 rounds."""
+    pairs = [(b, o) for b, o in zip(base, other) if b is not None and o is not None]
+    if len(pairs) < 2:
+        return None
+    rng = random.Random(seed)
+    n = len(pairs)
+    ratios = []
+    for _ in range(resamples):
+        pick = [pairs[rng.randrange(n)] for _ in range(n)]
+        den = sum(o for _, o in pick)
+        if den > 0:
+            ratios.append(sum(b for b, _ in pick) / den)
+    if not ratios:
+        return None
+    ratios.sort()
+    lo = ratios[int((1 - level) / 2 * (len(ratios) - 1))]
+    hi = ratios[int((1 + level) / 2 * (len(ratios) - 1))]
+    return lo, hi
+
+
+def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[dict], sweep_key: str | None,
+                 round_latencies: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """Rows with speedups vs the baseline, plus AUP per policy when sweeping. ``round_latencies[i]`` are run i's
+    wall times per interleaved round (``dllm eval`` times the runs round-robin); with them each row gets
+    ``speedup_time_interval``, a 95% bootstrap interval of its wall-clock speedup over rounds."""
     bench_obj, _ = get_benchmark(bench)
     primary = bench_obj.primary_metric
     base = next((s for r, s in zip(runs, summaries) if r.baseline), None)
+    base_rounds = next((t for r, t in zip(runs, round_latencies or []) if r.baseline), None)
     rows = []
-    for run, s in zip(runs, summaries):
+    for i, (run, s) in enumerate(zip(runs, summaries)):
+        interval = None
+        if base_rounds is not None and round_latencies is not None and not run.baseline:
+            interval = ratio_interval(base_rounds, round_latencies[i])
         rows.append({
             "label": run.label, "policy": run.policy, "options": run.options, "cache": run.cache,
             "block_schedule": run.schedule, "baseline": run.baseline, "group": run.group, "swept": run.swept,
@@ -108,10 +143,12 @@ def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[
             "mean_latency_s": s["mean_latency_s"],
             "speedup_nfe": _ratio(base["mean_nfe"], s["mean_nfe"]) if base else None,
             "speedup_time": _ratio(base["mean_latency_s"], s["mean_latency_s"]) if base else None,
+            "speedup_time_interval": interval,
             "speedup_throughput": _ratio(s["tokens_per_s"], base["tokens_per_s"]) if base else None,
             "summary": str(Path(s["records"]).with_suffix(".summary.json")),
         })
-    report: dict[str, Any] = {"bench": bench, "model": model_name, "primary_metric": primary, "rows": rows}
+    report: dict[str, Any] = {"bench": bench, "model": model_name, "primary_metric": primary, "rows": rows,
+                              "timing_rounds": len(base_rounds) if base_rounds is not None else None}
     if sweep_key is not None:
         report["sweep_key"] = sweep_key
         report["aup"], report["aup_y_max"] = _aup(rows, primary)
@@ -163,7 +200,7 @@ def print_report(report: dict[str, Any]) -> None:
         cells += [_pct(fn(r)) for _header, fn in extra]
         cells += [_num(r["mean_nfe"], "{:.1f}"), _num(r["tpf"]), _num(r["tokens_per_s"], "{:.1f}"),
                   _num(r["mean_latency_s"], "{:.3f}"), _num(r["speedup_nfe"], "{:.2f}x"),
-                  _num(r["speedup_time"], "{:.2f}x")]
+                  _num(r["speedup_time"], "{:.2f}x") + _interval(r.get("speedup_time_interval"))]
         table.add_row(r["label"], *cells, style="dim" if r["baseline"] else None)
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
@@ -171,7 +208,9 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "[dim]NFE = forwards per sample; TPF = generated tokens / NFE; s/sample = batched generate wall time / rows "
-        "(warm-up excluded); xNFE, xtime = speedup vs the baseline as NFE ratio and wall-clock ratio.[/]"
+        "(warm-up excluded); xNFE, xtime = speedup vs the baseline as NFE ratio and wall-clock ratio"
+        + (f"; runs timed round-robin in {report['timing_rounds']} rounds, \\[lo-hi] = 95% bootstrap interval of xtime "
+           "over rounds" if report.get("timing_rounds") else "") + ".[/]"
     )
     if "aup" in report:
         console.print(f"AUP ({report['primary_metric']}, accuracy % vs TPF, y_max={report['aup_y_max']:.1f}):")
@@ -217,4 +256,4 @@ def plot_frontier(report: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["BASELINE_POLICY", "assign_lengths", "build_report", "plan_runs", "plot_frontier", "print_report"]
+__all__ = ["BASELINE_POLICY", "assign_lengths", "build_report", "ratio_interval", "plan_runs", "plot_frontier", "print_report"]

@@ -169,7 +169,7 @@ def evaluate(
             mine = [s for s in mine if s.id not in store]
             if mine and warmup:
                 _warmup(model, mine[0], (bench, tag, json.dumps(config, sort_keys=True, default=str)), gen)
-            bar = _progress(progress and rank == 0, f"{bench} {tag}", len(mine), world)
+            bar = progress_bar(progress and rank == 0, f"{bench} {tag}", len(mine), world)
             with bar:
                 for start in range(0, len(mine), batch_size):
                     batch = mine[start:start + batch_size]
@@ -274,11 +274,12 @@ class _Bar:
         self._progress.advance(self._task, n)
 
 
-def _progress(show: bool, description: str, total: int, world: int) -> Any:
+def progress_bar(show: bool, description: str, total: int, world: int = 1) -> Any:
+    """A Rich progress bar with ETA on stderr (``with bar: bar.advance(n)``); a no-op when ``show`` is false."""
     return _Bar(description, total, world) if show and total > 0 else _NoBar()
 
 
 __all__ = [
-    "Lengths", "Sample", "check_fits", "evaluate", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
+    "Lengths", "Sample", "check_fits", "evaluate", "progress_bar", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
     "init_distributed", "dist_state",
 ]
