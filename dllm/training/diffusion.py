@@ -185,7 +185,7 @@ WEIGHTINGS: tuple[str, ...] = ("llada", "mean")
 
 def diffusion_loss(model: DiffusionLM, canvas: Tensor, key_mask: Tensor, positions: Tensor, gen_start: int,
                    eps: float, gen: torch.Generator, stratified: bool = False, weighting: str = "llada") -> Tensor:
-    """LLaDA SFT loss of one batch: sum over masked answer tokens of CE / t, over (rows * ANSWER_LENGTH).
+    """LLaDA SFT loss of one batch: sum over masked answer tokens of CE / t, over (rows * answer-region length).
 
     ``weighting="mean"`` instead averages the CE over the masked tokens (MaskGIT style, no 1/t): the same
     minimiser, far less gradient noise. On CPU budgets it is what makes tiny models learn: with 1/t a 2-layer
@@ -203,7 +203,7 @@ def diffusion_loss(model: DiffusionLM, canvas: Tensor, key_mask: Tensor, positio
     if weighting == "mean":
         return (ce * m).sum() / m.sum()
     weighted = (ce * m) / t[:, None]
-    return weighted.sum() / (canvas.shape[0] * ANSWER_LENGTH)
+    return weighted.sum() / (canvas.shape[0] * (canvas.shape[1] - gen_start))
 
 
 # --------------------------------------------------------------------------------------------------------
