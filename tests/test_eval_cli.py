@@ -351,3 +351,19 @@ def test_ratio_interval():
     lo, hi = ratio_interval([1.0, 2.0, 9.0, 3.0], [1.0, 1.0, 1.0, 1.0])
     assert 1.0 <= lo < hi <= 9.0  # within the single-round extremes, and noise widens it
     assert ratio_interval([1.0], [1.0]) is None
+
+
+def test_comma_separated_caches_and_schedules_cross_every_policy():
+    from dllm.evals.report import plan_runs
+
+    runs = plan_runs(["threshold", "lowconf"], {"threshold": 0.8, "refresh": 2}, ["none", "dual"], ["fixed", "adaptive"],
+                     None, True, None)
+    labels = [r.label for r in runs]
+    assert labels[0] == "lowconf (baseline)" and len(runs) == 1 + 2 * 2 * 2
+    assert {(r.policy, r.cache, r.schedule) for r in runs[1:]} == {
+        (p, c, s) for p in ("threshold", "lowconf") for c in ("none", "dual") for s in ("fixed", "adaptive")}
+    # each run gets only the options its policy / cache / schedule accept
+    dual = [r for r in runs if r.cache == "dual" and r.policy == "threshold"]
+    assert all(r.options == {"threshold": 0.8, "refresh": 2} for r in dual)
+    assert all("refresh" not in r.options for r in runs if r.cache == "none")
+    assert len({r.group for r in runs[1:]}) == 8  # sweeps and AUP group by policy x cache x schedule

@@ -11,7 +11,7 @@ from pathlib import Path
 from dllm.errors import DllmError
 
 ASSETS_DIR: Path = Path(__file__).resolve().parent
-SHIPPED: tuple[str, ...] = ("tiny-llada", "tiny-dream")
+SHIPPED: tuple[str, ...] = ("tiny-llada", "tiny-dream", "workload-llada")
 
 
 def asset_path(name: str) -> Path:

@@ -7,11 +7,12 @@ from typing import Any
 from dllm.errors import DllmError
 
 
-def default_model_path() -> str:
-    """The shipped tiny model, used when ``--model`` is not given."""
-    from dllm.assets import DEFAULT_MODEL
+def default_model_path(name: str | None = None) -> str:
+    """The shipped model used when ``--model`` is not given: ``name`` (a shipped checkpoint, e.g. a
+    benchmark's ``default_model``), else the default tiny model."""
+    from dllm.assets import DEFAULT_MODEL, asset_path
 
-    return str(DEFAULT_MODEL)
+    return str(asset_path(name)) if name else str(DEFAULT_MODEL)
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -47,13 +47,13 @@ def parse_sweep(text: str | None) -> tuple[str, list[Any]] | None:
     return key, list(dict.fromkeys(_parse_value(v) for v in vals))
 
 
-def _model_path(model: str | None) -> str:
+def _model_path(model: str | None, bench: Any = None) -> str:
     if model:
         return model
     try:
         from dllm.cli.common import default_model_path
 
-        return default_model_path()
+        return default_model_path(getattr(bench, "default_model", None))
     except (ImportError, AttributeError):
         raise DllmError("this installation ships no default model; pass --model PATH_OR_HUB_ID") from None
 
@@ -69,8 +69,8 @@ def _check_plot_available() -> None:
 def eval_command(
     bench: str = typer.Option(..., "--bench", "-b", help=f"Benchmark: {choices('benchmark')}."),
     policy: str = typer.Option("threshold", "--policy", "-p", help=f"Comma-separated policies to compare, from: {choices('policy')}."),
-    cache: str = typer.Option("none", "--cache", help=f"KV cache for the policies: {choices('cache')}."),
-    block_schedule: str = typer.Option("fixed", "--block-schedule", help=f"Block schedule: {choices('block schedule')}."),
+    cache: str = typer.Option("none", "--cache", help=f"Comma-separated KV caches, each run with every policy: {choices('cache')}."),
+    block_schedule: str = typer.Option("fixed", "--block-schedule", help=f"Comma-separated block schedules, each run with every policy: {choices('block schedule')}."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="First N samples (synthetic: N per family; default 100 per family, else all)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint directory or hub id (default: the shipped tiny model)."),
     out: str = typer.Option("runs/eval", "--out", help="Results directory (records, summaries, report); reruns resume from it."),
@@ -112,7 +112,9 @@ def eval_command(
     sweep_spec = parse_sweep(sweep)
     if sweep_spec and sweep_spec[0] in options:
         raise DllmError(f"--sweep {sweep_spec[0]!r} also given as a fixed option; give it once")
-    planned = plan_runs(policies, options, cache, block_schedule, None, baseline, sweep_spec)
+    caches = _split_list(cache, "--cache")
+    schedules = _split_list(block_schedule, "--block-schedule")
+    planned = plan_runs(policies, options, caches, schedules, None, baseline, sweep_spec)
     for run in planned:
         check_configuration(run.policy, run.cache, run.schedule, run.options)
     if plot:
@@ -137,7 +139,7 @@ def eval_command(
             device = f"cuda:{local}"
         elif device in (None, "auto"):
             device = "cpu"
-    lm = dllm.load_model(_model_path(model), device=device, dtype=dtype)
+    lm = dllm.load_model(_model_path(model, bench_obj), device=device, dtype=dtype)
     rank = 0
     if world > 1:
         rank, world, _ = runner.init_distributed(lm.device.type)

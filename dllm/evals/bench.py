@@ -50,6 +50,8 @@ class Benchmark:
     columns: tuple[tuple[str, str], ...] = (("acc %", "correct"),)
     #: whether ``--data`` applies (a generated suite has no data file)
     takes_data = True
+    #: the shipped checkpoint ``dllm eval`` runs when no ``--model`` is given (a name in ``dllm.assets.SHIPPED``)
+    default_model = "tiny-llada"
 
     def default_lengths(self, model: Any) -> dict[str, int]:
         return dict(TEXT_BENCH_DEFAULTS)

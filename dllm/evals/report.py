@@ -38,32 +38,37 @@ class _Run:
         return " ".join(parts)
 
 
-def plan_runs(policies: list[str], options: dict[str, Any], cache: str, schedule: str, lengths: Lengths | None,
-              baseline: bool, sweep: tuple[str, list[Any]] | None) -> list[_Run]:
-    """The runs of one ``dllm eval`` call: the baseline, then each policy (each sweep value). Every policy gets
-    the options it (or the cache/schedule) accepts; an option no run accepts is an error."""
+def plan_runs(policies: list[str], options: dict[str, Any], cache: str | Sequence[str],
+              schedule: str | Sequence[str], lengths: Lengths | None, baseline: bool,
+              sweep: tuple[str, list[Any]] | None) -> list[_Run]:
+    """The runs of one ``dllm eval`` call: the baseline, then each cache x schedule x policy (each sweep value).
+    Every run gets the options its policy, cache and schedule accept; an option no run accepts is an error."""
+    caches = [cache] if isinstance(cache, str) else list(cache)
+    schedules = [schedule] if isinstance(schedule, str) else list(schedule)
     runs: list[_Run] = []
     if baseline:
         runs.append(_Run(BASELINE_POLICY, {}, "none", "fixed", None, baseline=True))
     used: set[str] = set()
     swept_any = False
-    for policy in policies:
-        names = set(option_table(policy, cache, schedule))
-        mine = {k: v for k, v in options.items() if k in names}
-        used |= set(mine)
-        group = " ".join([policy] + [f"{k}={v}" for k, v in sorted(mine.items()) if not sweep or k != sweep[0]])
-        if sweep and sweep[0] in names:
-            swept_any = True
-            for value in sweep[1]:
-                runs.append(_Run(policy, {**mine, sweep[0]: value}, cache, schedule, lengths, group=group,
-                                 swept=True))
-        else:
-            runs.append(_Run(policy, mine, cache, schedule, lengths, group=group))
+    for c in caches:
+        for s in schedules:
+            for policy in policies:
+                names = set(option_table(policy, c, s))
+                mine = {k: v for k, v in options.items() if k in names}
+                used |= set(mine)
+                group = " ".join([policy] + [f"{k}={v}" for k, v in sorted(mine.items()) if not sweep or k != sweep[0]]
+                                 + ([f"cache={c}"] if c != "none" else []) + ([f"schedule={s}"] if s != "fixed" else []))
+                if sweep and sweep[0] in names:
+                    swept_any = True
+                    for value in sweep[1]:
+                        runs.append(_Run(policy, {**mine, sweep[0]: value}, c, s, lengths, group=group, swept=True))
+                else:
+                    runs.append(_Run(policy, mine, c, s, lengths, group=group))
     unused = sorted(set(options) - used)
     if unused:
         raise DllmError(
-            f"option {unused[0]!r} is accepted by none of the policies {', '.join(policies)} with cache {cache!r} "
-            f"and schedule {schedule!r}"
+            f"option {unused[0]!r} is accepted by none of the policies {', '.join(policies)} with cache "
+            f"{', '.join(caches)} and schedule {', '.join(schedules)}"
         )
     if sweep and not swept_any:
         raise DllmError(f"--sweep {sweep[0]!r} is an option of none of the policies {', '.join(policies)}")

@@ -22,6 +22,7 @@ from dllm.registry import Option
     ])
 class GSM8K(Benchmark):
     name = "gsm8k"
+    default_model = "workload-llada"
     score_keys = ("strict_match", "flexible_extract")
     primary_metric = "flexible_extract"
     columns = (("strict %", "strict_match"), ("flexible %", "flexible_extract"))

@@ -16,6 +16,7 @@ from dllm.registry import Option
     options=[Option("timeout", 10.0, "seconds one program may run", kind=float, low=0, low_open=True)])
 class HumanEval(Benchmark):
     name = "humaneval"
+    default_model = "workload-llada"
     score_keys = ("passed",)
     primary_metric = "passed"
     columns = (("pass@1 %", "passed"),)
