@@ -92,6 +92,8 @@ def generate(
     stop_at_eos: bool = True,
     trace: bool = False,
     chat: bool | None = None,
+    batch_size: int | None = None,
+    continuous: bool = True,
     **options: Any,
 ) -> GenerationOutput:
     """Generate ``gen_length`` tokens after each prompt with an unmasking ``policy``.
@@ -104,7 +106,16 @@ def generate(
     (``dllm.options.route_options``; e.g. ``threshold=0.9``, ``refresh=8``); an option nobody declares is an
     error listing what is allowed. ``stop_at_eos`` ends a row once an end token is decided with everything
     before it decided (its text is then final); the rest of the row is filled with EOS and costs no forwards.
+
+    ``batch_size``: decode at most this many prompts at once (default: all in one batch). With ``continuous``
+    (default) a row that finishes hands its slot to the next prompt at once (continuous batching,
+    ``dllm/batching.py``); ``continuous=False`` runs consecutive static batches. Tokens and ``seq_nfe`` do not
+    depend on either; ``nfe`` (batched calls) and ``elapsed`` are those of the whole call.
     """
+    if batch_size is not None:
+        batch_size = _positive_int("batch_size", batch_size)
+    if not isinstance(continuous, bool):
+        raise DllmError(f"continuous must be true or false, got {continuous!r}")
     if model.special is None:
         raise DllmError("model has no special-token ids; load it with dllm.load_model")
     gen_length, block_length, steps = decoding_lengths(model, gen_length, block_length, steps)
@@ -129,7 +140,7 @@ def generate(
     return denoise(
         model, prompts, pol, schedule, cache_factory, gen_length,
         temperature=float(pol.options.get("temperature", 0.0)), seed=seed, stop_at_eos=stop_at_eos, trace=trace,
-        max_iterations=4 * gen_length + steps + 64,
+        max_iterations=4 * gen_length + steps + 64, slots=batch_size, continuous=continuous,
     )
 
 

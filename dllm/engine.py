@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from dllm.batching import generator, per_row_stats, refills_rows, reset_cache_rows, reset_policy_rows, seed_list
 from dllm.errors import DllmError
 from dllm.models.base import DiffusionLM
 from dllm.samplers.base import Policy, StepContext
@@ -154,20 +155,6 @@ def build_canvas(model: DiffusionLM, prompts: list[list[int]], gen_length: int, 
     return canvas.to(device), key_mask.to(device), positions.to(device), lp
 
 
-def _generators(seed: int | Sequence[int] | None, batch: int, device: torch.device) -> list[torch.Generator]:
-    if seed is None:
-        seed = 0
-    seeds = [int(seed)] * batch if isinstance(seed, int) else [int(s) for s in seed]
-    if len(seeds) != batch:
-        raise DllmError(f"got {len(seeds)} seeds for a batch of {batch}")
-    gens = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(s)
-        gens.append(g)
-    return gens
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -185,18 +172,57 @@ def denoise(
     stop_at_eos: bool = True,
     trace: bool = False,
     max_iterations: int | None = None,
+    slots: int | None = None,
+    continuous: bool = True,
 ) -> GenerationOutput:
-    """Run the denoising loop. ``cache_factory(key_mask, positions, gen_start, gen_end)`` builds the manager."""
+    """Run the denoising loop. ``cache_factory(key_mask, positions, gen_start, gen_end)`` builds the manager.
+
+    ``slots``: decode at most this many prompts at once (None: all of them in one batch). With ``continuous``
+    a finished row's slot takes the next waiting prompt at the end of the step that finished it (continuous
+    batching, ``dllm/batching.py``); without, the prompts run as consecutive static batches. Either way every
+    prompt decodes as it would alone and the output is in prompt order. ``max_iterations`` bounds each row's
+    steps.
+    """
     special = model.special
     assert special is not None
     device = model.device
+    n = len(prompts)
+    if slots is not None and slots < n and trace:
+        raise DllmError(f"trace=True records one batch; {n} prompts do not fit in a batch of {slots} "
+                        "(give batch_size >= the number of prompts)")
+    kwargs = dict(temperature=temperature, stop_at_eos=stop_at_eos, max_iterations=max_iterations)
+    if slots is not None and slots < n and not continuous:
+        return _static_batches(model, prompts, policy, schedule, cache_factory, gen_length, seed, slots, **kwargs)
     canvas, key_mask, positions, gen_start = build_canvas(model, prompts, gen_length, device)
-    b = canvas.shape[0]
+    b = n if slots is None else min(slots, n)
+    pool = (canvas, key_mask, positions)  # every prompt's row, padded to the longest prompt of the call
+    if b < n:
+        canvas, key_mask, positions = canvas[:b].clone(), key_mask[:b].clone(), positions[:b].clone()
     gen_end = gen_start + gen_length
     cache = cache_factory(key_mask, positions, gen_start, gen_end)
+    if b < n and not refills_rows(cache):  # Quirk (dllm/batching.py): unknown per-row cache state
+        return _static_batches(model, prompts, policy, schedule, cache_factory, gen_length, seed, slots, **kwargs)
     state = policy.init_state(b, device)
-    gens = _generators(seed, b, device)
+    seeds = seed_list(seed, n)
+    gens = [generator(s, device) for s in seeds[:b]]
     end_ids = torch.tensor(special.end_ids, device=device)
+    occupant = list(range(b))  #: prompt held by each slot
+    admitted = [0] * b  #: iteration at which each slot's prompt joined
+    oldest = 0  #: earliest admission among the active rows (the no-progress guard counts from it)
+    waiting = b  #: next prompt to admit
+    out_tokens = torch.empty((n, gen_length), dtype=torch.long)
+    out_stats: dict[str, list] = {}
+
+    def harvest(idx: list[int]) -> None:
+        """Keep the tokens and per-row cache counters of the prompts in slots ``idx``."""
+        rows = canvas[idx, gen_start:].cpu()
+        stats = cache.stats()
+        for key in per_row_stats(stats, b):
+            out_stats.setdefault(key, [0] * n)
+        for k, i in enumerate(idx):
+            out_tokens[occupant[i]] = rows[k]
+            for key in per_row_stats(stats, b):
+                out_stats[key][occupant[i]] = stats[key][i]
 
     undecided = torch.zeros_like(canvas, dtype=torch.bool)
     undecided[:, gen_start:] = True
@@ -223,7 +249,7 @@ def denoise(
     with torch.inference_mode():
         while bool(active.any()):
             iterations += 1
-            if iterations > max_iterations:
+            if iterations - oldest > max_iterations:
                 raise RuntimeError(f"policy {policy.name!r} made no progress for {max_iterations} steps")
             reach = torch.where(opening, schedule.lookahead(block_start, gen_end), block_end)
             ws = int(block_start[active].min())
@@ -290,17 +316,72 @@ def denoise(
             block_done = active & ~(undecided & in_blocks()).any(-1)
             block_start = torch.where(block_done, block_end, block_start)
             opening = opening | block_done
+
+            if waiting < n and bool(done_now.any()):  # continuous batching: refill the freed slots in order
+                free = done_now.nonzero().squeeze(1).tolist()[:n - waiting]
+                harvest(free)
+                for i in free:
+                    occupant[i], admitted[i], gens[i] = waiting, iterations, generator(seeds[waiting], device)
+                    waiting += 1
+                src = torch.tensor([occupant[i] for i in free], device=device)
+                for slot_tensor, all_rows in zip((canvas, key_mask, positions), pool):
+                    slot_tensor[free] = all_rows[src]
+                rows = torch.zeros(b, dtype=torch.bool, device=device)
+                rows[free] = True
+                undecided[rows] = cols >= gen_start
+                block_start[rows] = gen_start
+                block_end[rows] = gen_start
+                opening[rows] = True
+                step[rows] = 0
+                block_steps[rows] = 1
+                block_mask_count[rows] = 0
+                active[rows] = True
+                reset_policy_rows(policy, state, rows)
+                reset_cache_rows(cache, cache_factory(key_mask, positions, gen_start, gen_end), rows)
+            if b < n and bool(done_now.any()):
+                live = active.tolist()
+                oldest = min((admitted[i] for i in range(b) if live[i]), default=iterations)
     _sync(device)
     elapsed = time.perf_counter() - t0
 
-    tokens = canvas[:, gen_start:].cpu()
+    harvest(list(range(b)))
     texts = None
     if model.tokenizer is not None:
-        texts = [decode_answer(model, row) for row in tokens.tolist()]
+        texts = [decode_answer(model, row) for row in out_tokens.tolist()]
+    stats = cache.stats()
+    stats.update(out_stats)
     return GenerationOutput(
-        tokens=tokens, nfe=cache.calls, seq_nfe=cache.nfe.tolist(), steps=iterations, elapsed=elapsed,
+        tokens=out_tokens, nfe=cache.calls, seq_nfe=list(stats["nfe"]), steps=iterations, elapsed=elapsed,
         prompt_lengths=[len(p) for p in prompts], end_ids=special.end_ids, trace=record, texts=texts,
-        cache_stats=cache.stats(),
+        cache_stats=stats,
+    )
+
+
+def _static_batches(model: DiffusionLM, prompts: list[list[int]], policy: Policy, schedule: BlockSchedule,
+                    cache_factory: Any, gen_length: int, seed: int | Sequence[int] | None, size: int,
+                    **kwargs: Any) -> GenerationOutput:
+    """``prompts`` decoded as consecutive batches of ``size``, one ``denoise`` call each, joined in order."""
+    seeds = seed_list(seed, len(prompts))
+    return concat_outputs([
+        denoise(model, prompts[i:i + size], policy, schedule, cache_factory, gen_length, seed=seeds[i:i + size],
+                **kwargs)
+        for i in range(0, len(prompts), size)
+    ])
+
+
+def concat_outputs(outs: Sequence[GenerationOutput]) -> GenerationOutput:
+    """One output for consecutive calls: rows and per-row lists joined, counts and times summed (no trace)."""
+    first = outs[0]
+    stats: dict[str, Any] = {}
+    for key, value in first.cache_stats.items():
+        parts = [o.cache_stats[key] for o in outs]
+        stats[key] = [x for p in parts for x in p] if isinstance(value, list) else sum(parts)
+    texts = None if any(o.texts is None for o in outs) else [t for o in outs for t in o.texts]
+    return GenerationOutput(
+        tokens=torch.cat([o.tokens for o in outs]), nfe=sum(o.nfe for o in outs),
+        seq_nfe=[x for o in outs for x in o.seq_nfe], steps=sum(o.steps for o in outs),
+        elapsed=sum(o.elapsed for o in outs), prompt_lengths=[x for o in outs for x in o.prompt_lengths],
+        end_ids=first.end_ids, trace=None, texts=texts, cache_stats=stats,
     )
 
 
