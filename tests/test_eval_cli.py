@@ -317,7 +317,7 @@ def test_runs_are_timed_round_robin_with_an_interval(ckpt, tmp_path, capsys, mon
 
     monkeypatch.setattr(runner, "evaluate", spy)
     args = ("eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "2", "--model", str(ckpt),
-            "--no-progress", "--batch-size", "3")
+            "--no-progress", "--batch-size", "3", "--no-continuous")  # static: one batch a round
     code, out, err = run_cli(capsys, *args, "--out", str(tmp_path / "rr"))
     assert code == 0, err
     ids = [s for s in calls[-1][1]]  # the last calls are the whole-set summaries

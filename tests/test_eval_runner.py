@@ -129,7 +129,8 @@ def test_latency_is_the_batch_time_divided_evenly(model, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(dllm.api, "generate", timed)
-    s = runner.evaluate(model, "synthetic", "lowconf", {}, limit=1, batch_size=4, out_dir=tmp_path, progress=False)
+    s = runner.evaluate(model, "synthetic", "lowconf", {}, limit=1, batch_size=4, continuous=False,
+                        out_dir=tmp_path, progress=False)
     recs = _read(Path(s["records"]))
     assert [r["latency_s"] for r in recs] == pytest.approx([0.3] * 4 + [0.2] * 2)
     assert s["total_latency_s"] == pytest.approx(1.6) and s["mean_latency_s"] == pytest.approx(1.6 / 6)

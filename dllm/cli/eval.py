@@ -80,7 +80,8 @@ def eval_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Step budget of quota policies (default gen-length; the baseline always uses gen-length)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Confidence threshold for threshold-based policies."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Policy/cache/schedule option key=value (repeatable); each policy gets those it accepts."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Prompts per generate call (results do not depend on it)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Prompts decoded at once (results do not depend on it)."),
+    continuous: bool = typer.Option(True, "--continuous/--no-continuous", help="Continuous batching (default): a finished row's slot takes the next prompt at once; --no-continuous decodes static batches. Results are identical either way."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Run the one-token-per-step baseline (lowconf, steps = gen-length, no cache) first."),
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap prompts in the chat template (default: on for instruct models, off for synthetic)."),
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="GSM8K few-shot examples (default 5)."),
@@ -159,7 +160,7 @@ def eval_command(
         return runner.evaluate(
             lm, bench, run.policy, run.options, cache=run.cache, block_schedule=run.schedule,
             gen_length=run.lengths.gen_length, block_length=run.lengths.block_length, steps=run.lengths.steps,
-            limit=limit, batch_size=batch_size, out_dir=out, data=data, chat=use_chat, seed=seed,
+            limit=limit, batch_size=batch_size, continuous=continuous, out_dir=out, data=data, chat=use_chat, seed=seed,
             progress=show, samples=subset, **bench_options,
         )
 
@@ -168,7 +169,9 @@ def eval_command(
         if interleave and len(runs) > 1:
             # Round-robin: every run decodes the same batch back to back, so machine load hits all runs alike and
             # the wall-clock ratios compare like with like; each run's warm-up call stays untimed.
-            size = batch_size * world  # under torchrun each rank decodes its share of the round
+            # one generate call per run and round (continuous: CONTINUOUS_BATCHES batches' worth); under torchrun
+            # each rank decodes its share of the round
+            size = runner.call_size(batch_size, continuous) * world
             chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
             rounds = [[] for _ in runs]
             with runner.progress_bar(progress and rank == 0, f"{bench} · {len(runs)} runs interleaved",

@@ -17,7 +17,7 @@ completion cut at the stop sequences; HumanEval: the sanitised program that was 
 cut at the first end marker), ``scores`` (``{"correct"}``; ``{"strict_match", "flexible_extract"}``;
 ``{"passed"}``), ``nfe`` (forwards this row took part in = its NFE had it run alone), ``gen_tokens`` (tokens before
 the first end token, :meth:`GenerationOutput.generated_counts`), ``latency_s`` (wall time of the batched
-``generate`` call, tokenisation, scoring and warm-up excluded, divided evenly among the rows of that batch),
+``generate`` call, tokenisation, scoring and warm-up excluded, divided evenly among the rows of that call),
 ``policy`` and ``options``, plus bench extras (``family``/``target`` for synthetic, ``target``/``extracted`` for
 GSM8K, ``task_id``/``result`` for HumanEval).
 
@@ -43,9 +43,19 @@ from dllm.evals.store import ResultStore, config_fingerprint
 
 TIMING_NOTE = (
     "latency_s per sample = wall time of its batched dllm.generate call (CUDA-synchronised; tokenisation, scoring "
-    "and a warm-up call excluded) divided evenly among the rows of the batch; tokens_per_s = total gen_tokens / "
+    "and a warm-up call excluded) divided evenly among the rows of the call; tokens_per_s = total gen_tokens / "
     "total latency_s"
 )
+
+#: with continuous batching, one ``generate`` call decodes this many batches' worth of samples through
+#: ``batch_size`` slots: records are written and the progress bar moves once per call (a killed run loses at most
+#: one call), and the slots drain (the tail where finished slots have no next prompt) once per call
+CONTINUOUS_BATCHES = 8
+
+
+def call_size(batch_size: int, continuous: bool) -> int:
+    """Samples per ``generate`` call: ``batch_size``, or ``CONTINUOUS_BATCHES`` times that when ``continuous``."""
+    return batch_size * (CONTINUOUS_BATCHES if continuous else 1)
 
 
 def load_samples(model: Any, bench: str, *, limit: int | None = None, data: str | os.PathLike | None = None,
@@ -102,6 +112,7 @@ def evaluate(
     steps: int | None = None,
     limit: int | None = None,
     batch_size: int = 1,
+    continuous: bool = True,
     out_dir: str | os.PathLike = "runs/eval",
     data: str | os.PathLike | None = None,
     chat: bool | None = None,
@@ -121,6 +132,10 @@ def evaluate(
     (how latency is measured), ``records`` (the JSONL path). ``samples`` lets callers pass pre-loaded samples
     (from :func:`load_samples` with the same data settings) to avoid re-reading data for several runs;
     ``bench_options`` are the benchmark's declared options (e.g. GSM8K's few-shot count).
+
+    ``batch_size`` rows decode at once; with ``continuous`` (default) a finished row's slot takes the next sample
+    at once (continuous batching, ``dllm/batching.py``; each call then holds :func:`call_size` samples), without
+    it the samples run in static batches. Records do not depend on either (each row decodes as it would alone).
     """
     from dllm.api import generate
 
@@ -131,6 +146,8 @@ def evaluate(
     check_run(policy, options, cache, block_schedule, lengths)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DllmError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(continuous, bool):
+        raise DllmError(f"continuous must be true or false, got {continuous!r}")
     if chat is None:
         chat = bench_obj.default_chat(model)
     if samples is None:
@@ -161,7 +178,8 @@ def evaluate(
     def gen(prompts: list[list[int]]):
         return generate(model, prompts, policy=policy, gen_length=lengths.gen_length,
                         block_length=lengths.block_length, steps=lengths.steps, cache=cache,
-                        block_schedule=block_schedule, seed=seed, stop_at_eos=True, **options)
+                        block_schedule=block_schedule, seed=seed, stop_at_eos=True, batch_size=batch_size,
+                        continuous=continuous, **options)
 
     error: BaseException | None = None
     try:
@@ -171,8 +189,9 @@ def evaluate(
                 _warmup(model, mine[0], (bench, tag, json.dumps(config, sort_keys=True, default=str)), gen)
             bar = progress_bar(progress and rank == 0, f"{bench} {tag}", len(mine), world)
             with bar:
-                for start in range(0, len(mine), batch_size):
-                    batch = mine[start:start + batch_size]
+                size = call_size(batch_size, continuous)
+                for start in range(0, len(mine), size):
+                    batch = mine[start:start + size]
                     out = gen([s.ids for s in batch])
                     texts = out.texts or [""] * len(batch)
                     counts = out.generated_counts()
@@ -280,6 +299,7 @@ def progress_bar(show: bool, description: str, total: int, world: int = 1) -> An
 
 
 __all__ = [
-    "Lengths", "Sample", "check_fits", "evaluate", "progress_bar", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
+    "CONTINUOUS_BATCHES", "Lengths", "Sample", "call_size",
+    "check_fits", "evaluate", "progress_bar", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
     "init_distributed", "dist_state",
 ]
