@@ -38,7 +38,9 @@ from dllm.errors import DllmError
 
 GEN, BLOCK, STEPS = 16, 4, 12  # 3 steps a block: delayed caches from step 2 (steps 0 and 1 are full forwards)
 TEXTS = ("sort:8315=", "shuffle:6zrgm=")  # 10 and 14 tokens: a ragged batch
-EARLY = {"early_commit_thresholds": "15,12,10"}  # above the first-step gap: Prophet fires after a few steps
+# above the first-step gap: Prophet fires after a few steps. The whole generation is monitored (decided or not):
+# with the default answer positions 0:5 the shuffle row never fires (its answer gaps stay small)
+EARLY = {"early_commit_thresholds": "15,12,10", "answer_region": "0:16"}
 
 #: per-policy options that make the policy act here (every other policy runs with its defaults)
 POLICY_OPTIONS: dict[str, dict[str, Any]] = {

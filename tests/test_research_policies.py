@@ -121,7 +121,8 @@ def test_early_commit_fires_all_in():
     steps_ = [_gaps([1, 2, 3, 4, 5, 6]), _gaps([8, 8, 8, 8, 8, 8])]
     model = ScriptedLM.from_steps(V, steps_)
     out, steps = run(model, "lowconf", steps=6, block_length=6, early_commit=True)
-    # step 0: mean gap 3.5 < 7.5, lowconf commits the most confident (pos 5); step 1: mean 8 >= 7.5 -> all-in
+    # step 0: mean gap of the answer positions 0..4 is 3 < 7.5, lowconf commits the most confident (pos 5);
+    # step 1: mean 8 >= 5.0 (progress g/S = 2/6 >= 0.33) -> all-in
     assert steps.tolist() == [[1, 1, 1, 1, 1, 0]] and out.seq_nfe == [2]
     assert out.tokens.tolist() == [[10, 11, 12, 13, 14, 15]]
     same, s2 = run(model, "earlycommit", steps=6, block_length=6)
@@ -131,7 +132,13 @@ def test_early_commit_fires_all_in():
 def test_early_commit_threshold_drops_with_progress():
     model = ScriptedLM.from_steps(V, [_gaps([6.0, 5.9, 5.8, 5.7, 5.6, 5.5])])
     out, steps = run(model, "earlycommit", steps=6, block_length=6)
-    # progress 0/6, 1/6 < 0.33 need 7.5; at 2/6 >= 0.33 the threshold is 5.0 <= mean 5.65
+    # default (reference) progress g/S: step 0 is 1/6 < 0.33 (7.5 needed); step 1 is 2/6 >= 0.33 (5.0) <= the
+    # answer positions' mean 5.8 (0..4, position 0 decided but still read)
+    assert steps.tolist() == [[0, 1, 1, 1, 1, 1]] and out.seq_nfe == [2]
+    # the previous default (decided share, every undecided position): progress 0/6, 1/6 need 7.5; at 2/6 the
+    # threshold is 5.0 <= mean 5.65 of positions 2..5
+    out, steps = run(model, "earlycommit", steps=6, block_length=6, answer_region="all",
+                     early_commit_progress="decided")
     assert steps.tolist() == [[0, 1, 2, 2, 2, 2]] and out.seq_nfe == [3]
     out, steps = run(model, "earlycommit", steps=6, block_length=6, early_commit_thresholds="7,7,7")
     assert steps.tolist() == [[0, 1, 2, 3, 4, 5]]
@@ -140,12 +147,16 @@ def test_early_commit_threshold_drops_with_progress():
 def test_early_commit_answer_region_and_reduction():
     model = ScriptedLM.from_steps(V, [_gaps([1.3, 1.2, 1.1, 9, 9, 9])])
     out, steps = run(model, "earlycommit", steps=6, block_length=6, answer_region=(3, 6))
-    assert steps.tolist() == [[1, 2, 3, 0, 0, 0]] and out.seq_nfe == [4]
+    # region mean 9 >= 7.5 at step 0; the all-in commits the whole generation (the reference's scope)
+    assert steps.tolist() == [[0, 0, 0, 0, 0, 0]] and out.seq_nfe == [1]
+    out, steps = run(model, "earlycommit", steps=6, block_length=6, answer_region=(3, 6), early_commit_scope="region")
+    assert steps.tolist() == [[1, 2, 3, 0, 0, 0]] and out.seq_nfe == [4]  # only the region; 0..2 by the quota
     model = ScriptedLM.from_steps(V, [_gaps([9.5, 9.4, 9.3, 9.2, 9.1, 6])])
-    _, mean_steps = run(model, "threshold", threshold=0.99999, block_length=6, early_commit=True)
-    _, min_steps = run(model, "threshold", threshold=0.99999, block_length=6, early_commit=True, early_commit_gap="min")
+    kw = dict(threshold=0.99999, block_length=6, early_commit=True, answer_region="0:6")
+    _, mean_steps = run(model, "threshold", **kw)
+    _, min_steps = run(model, "threshold", early_commit_gap="min", **kw)
     assert mean_steps.tolist() == [[0, 0, 0, 0, 0, 0]]  # mean 8.75 fires at once
-    assert min_steps.tolist() == [[0, 1, 2, 2, 2, 2]]  # min 6 < 7.5 until progress 2/6 >= 0.33 (then 5.0)
+    assert min_steps.tolist() == [[0, 1, 1, 1, 1, 1]]  # min 6 < 7.5 at g/S = 1/6; at 2/6 >= 0.33 the threshold is 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -214,7 +225,8 @@ def test_composition_order():
     out, steps = run(model, "creditdecoding", **opts)
     # step 0: AdaBlock cuts block [0, 3) at the NL (p=0.9); credit-fused NL 0.9355 commits; EoTP commits the
     #         EOS predicted at 7 (p=0.95, outside the block). step 1: credit lifts positions 0/1 to 0.7467 >= 0.745.
-    # step 2: block [3, 5) (NL at 4, p=0.5 >= 0.3); mean gap 6.7 >= 5.0 (progress 4/8) -> all-in commits 3..6.
+    # step 2: block [3, 5) (NL at 4, p=0.5 >= 0.3); the answer positions 0..4 from the block on are 3 and 4:
+    #         mean gap (8 + ln 15) / 2 = 5.35 >= 5.0 (progress g/S = 3 / (2 * 8 / 2)) -> all-in commits 3..6.
     assert steps.tolist() == [[1, 1, 0, 2, 2, 2, 2, 0]]
     assert [int(s.block_end[0]) - out.trace.gen_start for s in out.trace.steps] == [3, 3, 5]
     assert out.tokens.tolist() == [[5, 5, NL, 10, NL, 12, 13, EOS]] and out.seq_nfe == [3]

@@ -1,8 +1,9 @@
 """Options every policy accepts (``register_common_options``), applied after the policy's own factory in this
 order, each adding a ``Modifier``:
 
-* ``early_commit=True`` (+ ``early_commit_thresholds``, ``answer_region``, ``early_commit_gap``): Prophet's
-  all-in commit on top of any policy;
+* ``early_commit=True`` (+ ``early_commit_thresholds``, ``answer_region``, ``early_commit_gap``,
+  ``early_commit_scope``, ``early_commit_progress``): Prophet's all-in commit on top of any policy, with the same
+  options and defaults as the ``earlycommit`` policy (``dllm/samplers/prophet.py``);
 * ``eotp="reference"|"threshold"`` (+ ``eotp_threshold``): Learn2PD's end-of-text prediction.
 
 Composition order inside one step (``Policy.decide``): logits processors (credit) -> scorer -> selector
@@ -20,20 +21,54 @@ from dllm.registry import Option
 from dllm.samplers.base import Policy
 from dllm.samplers.eotp import MODES as EOTP_MODES
 from dllm.samplers.eotp import EndOfTextPrediction
-from dllm.samplers.prophet import DEFAULT_THRESHOLDS, GAP_REDUCTIONS, EarlyCommit, parse_region, parse_thresholds
+from dllm.samplers.prophet import (
+    COMMIT_SCOPES,
+    DEFAULT_THRESHOLDS,
+    GAP_REDUCTIONS,
+    PROGRESS_MODES,
+    EarlyCommit,
+    parse_region,
+    parse_thresholds,
+)
 from dllm.samplers.registry import register_common_options
 
 #: Prophet's three gap thresholds (early, mid, late generation)
 EARLY_COMMIT_THRESHOLDS = Option(
-    "early_commit_thresholds", DEFAULT_THRESHOLDS, "Prophet's logit-gap thresholds for progress < 1/3, < 2/3, rest",
+    "early_commit_thresholds", DEFAULT_THRESHOLDS, "Prophet's logit-gap thresholds for progress < 0.33, < 0.67, rest",
     kind=None, parse=parse_thresholds, allowed="three numbers >= 0, e.g. 7.5,5,2.5")
 #: which generated positions early commit monitors
 ANSWER_REGION = Option(
-    "answer_region", None, "generation offsets start:end whose gap is monitored (default: every undecided one)",
-    kind=None, nullable=True, parse=parse_region, allowed="start:end (end exclusive, may be empty)")
+    "answer_region", "0:5", "monitored generation offsets start:end, decided or not (the reference's 5 answer "
+    "positions); all = every undecided generated position (the old default)",
+    kind=None, parse=parse_region, allowed="all or start:end (end exclusive, may be empty)")
 #: how the monitored positions' gaps are reduced to one number
-EARLY_COMMIT_GAP = Option("early_commit_gap", "mean", "reduce the monitored gaps with mean or min", kind=str,
-                          choices=GAP_REDUCTIONS)
+EARLY_COMMIT_GAP = Option("early_commit_gap", "mean", "reduce the monitored gaps with mean (reference) or min",
+                          kind=str, choices=GAP_REDUCTIONS)
+#: what the all-in commits
+EARLY_COMMIT_SCOPE = Option(
+    "early_commit_scope", "all", "all-in commits every undecided generated position (all, reference) or only the "
+    "answer_region (region, the old behaviour)", kind=str, choices=COMMIT_SCOPES)
+#: how decoding progress is counted for the thresholds
+EARLY_COMMIT_PROGRESS = Option(
+    "early_commit_progress", "step", "progress = forwards so far / step budget (step, reference g/S) or share of "
+    "the generation decided before the step (decided, the old count)", kind=str, choices=PROGRESS_MODES)
+#: every option of the early commit, in the order the factories take them
+EARLY_COMMIT_OPTIONS = (EARLY_COMMIT_THRESHOLDS, ANSWER_REGION, EARLY_COMMIT_GAP, EARLY_COMMIT_SCOPE,
+                        EARLY_COMMIT_PROGRESS)
+
+
+def early_commit_modifier(early_commit_thresholds: Any = None, answer_region: Any = None,
+                          early_commit_gap: Any = None, early_commit_scope: Any = None,
+                          early_commit_progress: Any = None) -> tuple[EarlyCommit, dict[str, Any]]:
+    """The ``EarlyCommit`` for these option values (``None`` = the declared default) and the checked values,
+    for ``Policy.options``. Used by the ``earlycommit`` policy and the ``early_commit`` option group alike."""
+    given = dict(early_commit_thresholds=early_commit_thresholds, answer_region=answer_region,
+                 early_commit_gap=early_commit_gap, early_commit_scope=early_commit_scope,
+                 early_commit_progress=early_commit_progress)
+    opts = {o.name: o.check(given[o.name]) for o in EARLY_COMMIT_OPTIONS}
+    modifier = EarlyCommit(opts["early_commit_thresholds"], opts["answer_region"], opts["early_commit_gap"],
+                           opts["early_commit_scope"], opts["early_commit_progress"])
+    return modifier, opts
 
 
 def _parse_eotp(value: Any) -> str | None:
@@ -46,26 +81,21 @@ def _parse_eotp(value: Any) -> str | None:
 @register_common_options("Prophet early commit on top of any policy", [
     Option("early_commit", False, "commit every remaining position once the answer's logit gap is large",
            kind=bool),
-    EARLY_COMMIT_THRESHOLDS, ANSWER_REGION, EARLY_COMMIT_GAP,
+    *EARLY_COMMIT_OPTIONS,
 ])
-def apply_early_commit(policy: Policy, early_commit: bool = False, early_commit_thresholds: Any = None,
-                       answer_region: Any = None, early_commit_gap: Any = None) -> Policy:
+def apply_early_commit(policy: Policy, early_commit: bool = False, **options: Any) -> Policy:
     has = any(isinstance(m, EarlyCommit) for m in policy.modifiers)
-    extra = {k: v for k, v in (("early_commit_thresholds", early_commit_thresholds), ("answer_region", answer_region),
-                               ("early_commit_gap", early_commit_gap)) if v is not None}
+    given = {k: v for k, v in options.items() if v is not None}
     if has:
         if not early_commit:
             raise DllmError(f"policy {policy.name!r} always commits early; use its base policy instead of early_commit=False")
         return policy
     if not early_commit:
-        if extra:
-            raise DllmError(f"{sorted(extra)[0]} needs early_commit=True")
+        if given:
+            raise DllmError(f"{sorted(given)[0]} needs early_commit=True")
         return policy
-    thresholds = DEFAULT_THRESHOLDS if early_commit_thresholds is None else early_commit_thresholds
-    gap = "mean" if early_commit_gap is None else early_commit_gap
-    return policy.add_modifier(EarlyCommit(thresholds, answer_region, gap), "answer", early_commit=True,
-                               early_commit_thresholds=tuple(thresholds), answer_region=answer_region,
-                               early_commit_gap=gap)
+    modifier, opts = early_commit_modifier(**given)
+    return policy.add_modifier(modifier, "answer", early_commit=True, **opts)
 
 
 @register_common_options("Learn2PD end-of-text prediction on top of any policy", [

@@ -9,8 +9,7 @@ from typing import Any
 from dllm.errors import DllmError
 from dllm.registry import Option
 from dllm.samplers.base import Policy
-from dllm.samplers.policies.common import ANSWER_REGION, EARLY_COMMIT_GAP, EARLY_COMMIT_THRESHOLDS
-from dllm.samplers.prophet import EarlyCommit
+from dllm.samplers.policies.common import EARLY_COMMIT_OPTIONS, early_commit_modifier
 from dllm.samplers.registry import POLICIES, TEMPERATURE
 from dllm.samplers.scoring import ProbabilityScorer
 from dllm.samplers.selectors import QuotaSelector, ThresholdSelector
@@ -25,11 +24,10 @@ EARLY_COMMIT_BASES = ("lowconf", "threshold")
                choices=EARLY_COMMIT_BASES),
         Option("threshold", None, "confidence threshold of base=threshold (default 0.9)", kind=float, low=0,
                low_open=True, high=1, nullable=True),
-        TEMPERATURE, EARLY_COMMIT_THRESHOLDS, ANSWER_REGION, EARLY_COMMIT_GAP,
+        TEMPERATURE, *EARLY_COMMIT_OPTIONS,
     ])
 def earlycommit(base: str = "lowconf", threshold: float | None = None, temperature: float = 0.0,
-                early_commit_thresholds: Any = None, answer_region: Any = None,
-                early_commit_gap: str = "mean") -> Policy:
+                **early_commit: Any) -> Policy:
     if base == "lowconf":
         if threshold is not None:
             raise DllmError("threshold applies to base='threshold' only (base 'lowconf' uses the step quota)")
@@ -39,6 +37,5 @@ def earlycommit(base: str = "lowconf", threshold: float | None = None, temperatu
         tau = 0.9 if threshold is None else threshold
         policy = Policy("earlycommit", ProbabilityScorer(temperature), ThresholdSelector(tau),
                         options={"base": base, "threshold": tau, "temperature": temperature})
-    return policy.add_modifier(EarlyCommit(early_commit_thresholds, answer_region, early_commit_gap), "answer",
-                               early_commit_thresholds=early_commit_thresholds, answer_region=answer_region,
-                               early_commit_gap=early_commit_gap)
+    modifier, opts = early_commit_modifier(**early_commit)
+    return policy.add_modifier(modifier, "answer", **opts)
