@@ -199,6 +199,19 @@ class KVStoreCache(CacheManager):
         pos = (self.positions if all_rows else self.positions[ridx]).gather(1, order)
         logits_index = (need.long().cumsum(1) - 1)[:, lo:hi]
 
+        self._count(rows)
+        logits = self._forward_fresh(x, pos, write_at, km, ridx, all_rows, logits_index)
+        self.forwarded[ridx.cpu()] += counts.cpu()
+        self._after_forward(canvas, ridx)
+        return logits
+
+    def _forward_fresh(self, x: Tensor, pos: Tensor, write_at: Tensor, km: Tensor, ridx: Tensor, all_rows: bool,
+                       logits_index: Tensor) -> Tensor:
+        """The model call of a cached step: tokens ``x`` [R, T] at positions ``pos`` [R, T] attend over the stores
+        of rows ``ridx`` [R] (key mask ``km`` [R, L]); each layer first writes the fresh K/V of slot j to store
+        position ``write_at[r, j]`` (-1: query only). Returns logits [R, W, V] at ``logits_index`` [R, W].
+        ``dllm.compiled`` replays this call from CUDA graphs."""
+
         def hook(layer: int, k: Tensor, v: Tensor):
             keys, values = self.keys[layer], self.values[layer]
             if not all_rows:
@@ -210,11 +223,7 @@ class KVStoreCache(CacheManager):
                 self.values[layer].index_copy_(0, ridx, values)
             return keys, values, km
 
-        self._count(rows)
-        logits = self.model(x, pos, None, hook, logits_index=logits_index)
-        self.forwarded[ridx.cpu()] += counts.cpu()
-        self._after_forward(canvas, ridx)
-        return logits
+        return self.model(x, pos, None, hook, logits_index=logits_index)
 
     # --- subclass hooks -------------------------------------------------------------------------------
     def _fresh(self, ridx: Tensor, block_start: Tensor, block_end: Tensor) -> Tensor:  # pragma: no cover
