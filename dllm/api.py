@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from dllm.cache import caches, make_cache
+from dllm.compiled import accelerate_cache, accelerate_policy, check_compile_mode
 from dllm.engine import GenerationOutput, as_prompt_list, denoise
 from dllm.errors import DllmError
 from dllm.models import DiffusionLM, load_model
@@ -94,6 +95,7 @@ def generate(
     chat: bool | None = None,
     batch_size: int | None = None,
     continuous: bool = True,
+    compile: str = "none",
     **options: Any,
 ) -> GenerationOutput:
     """Generate ``gen_length`` tokens after each prompt with an unmasking ``policy``.
@@ -111,6 +113,9 @@ def generate(
     (default) a row that finishes hands its slot to the next prompt at once (continuous batching,
     ``dllm/batching.py``); ``continuous=False`` runs consecutive static batches. Tokens and ``seq_nfe`` do not
     depend on either; ``nfe`` (batched calls) and ``elapsed`` are those of the whole call.
+
+    ``compile``: ``"none"``, ``"compile"`` (torch.compile) or ``"cudagraph"`` (cached forwards replayed from CUDA
+    graphs, same tokens bit for bit); see ``dllm/compiled.py``.
     """
     if batch_size is not None:
         batch_size = _positive_int("batch_size", batch_size)
@@ -125,7 +130,7 @@ def generate(
         if isinstance(policy, Policy):
             raise DllmError("temperature given together with a ready Policy object; set it on the policy")
         policy_opts["temperature"] = temperature
-    pol = make_policy(policy, **policy_opts)
+    pol = accelerate_policy(make_policy(policy, **policy_opts), check_compile_mode(compile, model.device))
     if isinstance(block_schedule, str):
         schedule = make_schedule(block_schedule, gen_length, block_length, steps, **routed.block_schedule)
     else:
@@ -134,7 +139,7 @@ def generate(
         schedule.bind(model)
 
     def cache_factory(key_mask, positions, gen_start, gen_end):
-        return make_cache(cache, model, key_mask, positions, gen_start, gen_end, **routed.cache)
+        return accelerate_cache(make_cache(cache, model, key_mask, positions, gen_start, gen_end, **routed.cache), compile)
 
     prompts = as_prompt_list(model, input_ids, attention_mask, encode=lambda text: encode_prompt(model, text, chat))
     return denoise(
