@@ -92,7 +92,7 @@ class _CompiledModel:
                  kv_hook: Any = None, logits_index: Tensor | slice | None = None) -> Tensor:
         if kv_hook is None:
             def kv_hook(layer: int, k: Tensor, v: Tensor, key_mask: Tensor | None = key_mask):
-                return k, v, key_mask
+                return k.contiguous(), v.contiguous(), key_mask  # the strides a store has: fewer recompiles
         return self._forward(input_ids, position_ids, key_mask, torch.compiler.disable(kv_hook), logits_index)
 
 
@@ -146,8 +146,11 @@ class CudaGraphForwards:
         """Adds ``graphs`` (shapes captured) and ``graph_replays`` (cached steps served by a graph)."""
         return {**super().stats(), "graphs": len(self._graphs), "graph_replays": self._replays}
 
+    def _graphable(self, x: Tensor, all_rows: bool) -> bool:
+        return all_rows and x.is_cuda
+
     def _forward_fresh(self, x, pos, write_at, km, ridx, all_rows, logits_index):
-        if not (all_rows and x.is_cuda):
+        if not self._graphable(x, all_rows):
             return super()._forward_fresh(x, pos, write_at, km, ridx, all_rows, logits_index)
         key = (x.shape[1], logits_index.shape[1])
         self._seen[key] += 1
@@ -191,7 +194,12 @@ class CudaGraphForwards:
     def _capture(self, x: Tensor, pos: Tensor, write_at: Tensor, km: Tensor, logits_index: Tensor) -> SimpleNamespace:
         s = SimpleNamespace(x=x.clone(), pos=pos.clone(), write_at=write_at.clone(), km=km.clone(),
                             index=logits_index.clone())
-        side, main = torch.cuda.Stream(device=x.device), torch.cuda.current_stream(x.device)
+        self._record(s)
+        return s
+
+    def _record(self, s: SimpleNamespace) -> None:
+        """Capture ``_graph_call(s)`` into ``s.graph`` (replayed with ``s.graph.replay()``), output in ``s.out``."""
+        side, main = torch.cuda.Stream(device=s.x.device), torch.cuda.current_stream(s.x.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):  # warm-up (Triton JIT, cuBLAS workspaces); writes the K/V the replay writes
             self._graph_call(s)
@@ -199,7 +207,6 @@ class CudaGraphForwards:
         s.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(s.graph):
             s.out = self._graph_call(s)
-        return s
 
 
 @functools.cache
