@@ -1,6 +1,6 @@
 """Prophet (``earlycommit``): a base rule (``lowconf`` quota, as the reference, or ``threshold``) plus the
-early-commit modifier (``dllm.samplers.prophet``). Every other policy gets the same modifier with
-``early_commit=True`` (``common.py``)."""
+early-commit modifier (``dllm.samplers.prophet``, docs/methods.md#prophet). Every other policy gets the same
+modifier, with the same declared options and defaults, with ``early_commit=True`` (``common.py``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ EARLY_COMMIT_BASES = ("lowconf", "threshold")
         TEMPERATURE, *EARLY_COMMIT_OPTIONS,
     ])
 def earlycommit(base: str = "lowconf", threshold: float | None = None, temperature: float = 0.0,
-                **early_commit: Any) -> Policy:
+                early_commit_thresholds: Any = None, answer_region: Any = None, early_commit_gap: Any = None,
+                early_commit_scope: Any = None, early_commit_progress: Any = None) -> Policy:
     if base == "lowconf":
         if threshold is not None:
             raise DllmError("threshold applies to base='threshold' only (base 'lowconf' uses the step quota)")
@@ -37,5 +38,6 @@ def earlycommit(base: str = "lowconf", threshold: float | None = None, temperatu
         tau = 0.9 if threshold is None else threshold
         policy = Policy("earlycommit", ProbabilityScorer(temperature), ThresholdSelector(tau),
                         options={"base": base, "threshold": tau, "temperature": temperature})
-    modifier, opts = early_commit_modifier(**early_commit)
+    modifier, opts = early_commit_modifier(early_commit_thresholds, answer_region, early_commit_gap,
+                                           early_commit_scope, early_commit_progress)
     return policy.add_modifier(modifier, "answer", **opts)
