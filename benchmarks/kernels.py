@@ -27,7 +27,7 @@ ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are decorated: before the import
 
-from dllm.cache import kernels as K  # noqa: E402
+from dllm import kernels as K  # noqa: E402
 
 
 def _max_diff(a: object, b: object) -> float:

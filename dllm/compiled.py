@@ -9,8 +9,10 @@ that launch overhead costs about as much as the math. Two ways to remove it:
   on the same data, so the tokens are the eager tokens bit for bit. Only steps where every row of the batch takes
   the cached forward are graphed (a batch whose rows are at different points falls back to eager), and a shape
   is captured when it is seen the second time within a call (the delayed cache changes T almost every step,
-  so most of its shapes are never captured). Graphs live for one ``generate`` call: capture costs about two
-  forwards per shape (a warm-up and the capture) and is part of the timed call. Full forwards and the
+  so most of its shapes are never captured; at most 16 shapes are). Graphs live for one ``generate`` call:
+  capture costs about two forwards per shape (a warm-up and the capture) and is part of the timed call. The
+  graphs of a call share one memory pool: they never run at the same time, and a graph's output is copied out
+  right after its replay, before another graph can reuse that memory. Full forwards and the
   sampling step stay eager: the sampling step gathers the candidates of each row (data-dependent shapes, host
   synchronisations), which a graph cannot hold without changing which kernel reduces which rows, and hence the
   confidences' last bits. Needs CUDA.
@@ -61,7 +63,7 @@ def accelerate_cache(cache: Any, mode: str) -> Any:
         cache.model = compiled_model(cache.model)
     elif mode == "cudagraph" and isinstance(cache, KVStoreCache):
         cache.__class__ = _graphed_class(type(cache))
-        cache._graphs, cache._seen, cache._static_kv, cache._replays = {}, Counter(), None, 0
+        cache._graphs, cache._seen, cache._static_kv, cache._replays, cache._pool = {}, Counter(), None, 0, None
     return cache
 
 
@@ -135,12 +137,13 @@ class CudaGraphForwards:
     steps' model calls from CUDA graphs (module docstring)."""
 
     #: at most this many shapes are captured per call; further shapes run eagerly
-    max_graphs = 24
+    max_graphs = 16
 
     _graphs: dict[tuple[int, int], SimpleNamespace]
     _seen: Counter
     _static_kv: tuple[list[Tensor], list[Tensor]] | None
     _replays: int
+    _pool: Any  #: the memory pool the graphs of this cache share
 
     def stats(self) -> dict[str, Any]:
         """Adds ``graphs`` (shapes captured) and ``graph_replays`` (cached steps served by a graph)."""
@@ -204,8 +207,10 @@ class CudaGraphForwards:
         with torch.cuda.stream(side):  # warm-up (Triton JIT, cuBLAS workspaces); writes the K/V the replay writes
             self._graph_call(s)
         main.wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         s.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(s.graph):
+        with torch.cuda.graph(s.graph, pool=self._pool):
             s.out = self._graph_call(s)
 
 

@@ -6,6 +6,8 @@
   checks that the stores are still the tensors it was captured with (what a real graph's baked-in addresses need);
 * real CUDA graphs, when CUDA is available (the GPU script runs this file);
 * ``torch.compile`` on the tiny float32 models (slow: Inductor compiles for tens of seconds on a CPU).
+
+Everything but the CUDA test runs on the CPU in float32, also on a machine with a GPU.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def test_scatter_kv_static_matches_torch_on_random_cases():
 
 
 def test_compile_mode_errors_are_one_line():
-    model = dllm.load_model("tiny-llada")
+    model = dllm.load_model("tiny-llada", device="cpu")
     with pytest.raises(DllmError, match=r"^unknown compile 'graphs'; choose one of: none, compile, cudagraph$"):
         dllm.generate(model, PROMPTS[:1], compile="graphs")
     with pytest.raises(DllmError, match=r"^compile='cudagraph' needs a model on CUDA, got one on cpu"):
@@ -88,7 +90,7 @@ def _use_cpu_graphs(monkeypatch):
 @pytest.mark.parametrize("kind", ["tiny-llada", "tiny-dream"])
 @pytest.mark.parametrize("cache", ["prefix", "dual", "delayed"])
 def test_graph_bookkeeping_gives_the_eager_tokens(kind, cache, monkeypatch):
-    model = dllm.load_model(kind)
+    model = dllm.load_model(kind, device="cpu")
     _use_cpu_graphs(monkeypatch)
     for policy in ("lowconf", "threshold"):
         # stop_at_eos=False keeps the rows in step, so every cached step is graphed; the default lets rows finish
@@ -110,7 +112,7 @@ def test_graph_bookkeeping_gives_the_eager_tokens(kind, cache, monkeypatch):
 
 
 def test_graph_capture_waits_for_the_second_sighting(monkeypatch):
-    model = dllm.load_model("tiny-llada")
+    model = dllm.load_model("tiny-llada", device="cpu")
     _use_cpu_graphs(monkeypatch)
     # one block of 4 steps: a full forward, then three cached forwards of one shape
     out = dllm.generate(model, PROMPTS[:1], cache="dual", gen_length=16, block_length=16, steps=4, stop_at_eos=False,
@@ -156,7 +158,7 @@ def test_torch_compile_gives_the_eager_tokens():
 
     before = counters["stats"]["unique_graphs"]
     for kind, policies in (("tiny-llada", ("lowconf", "threshold")), ("tiny-dream", ("threshold",))):
-        model = dllm.load_model(kind)
+        model = dllm.load_model(kind, device="cpu")
         for cache in ("dual", "none", "delayed"):
             for policy in policies:
                 kw = dict(policy=policy, cache=cache, **LENGTHS)
