@@ -58,7 +58,9 @@ class CacheManager:
         self.calls += 1
 
     def full_forward(self, canvas: Tensor, rows: Tensor, window: tuple[int, int], kv_hook=None) -> Tensor:
-        """Forward the whole canvas of ``rows`` and return the window's logits for those rows [R, W, V]."""
+        """Forward the whole canvas of ``rows`` and return the window's logits for those rows [R, W, V]. Without a
+        ``kv_hook`` the leading columns that are padding in every row are skipped (continuous batching pads every
+        prompt to the longest of the call, dllm/batching.py); the key mask hides them anyway."""
         ws, we = window
         idx = rows.nonzero().squeeze(1)
         all_rows = idx.numel() == canvas.shape[0]
@@ -66,7 +68,11 @@ class CacheManager:
         pos = self.positions if all_rows else self.positions[idx]
         km = self.key_mask if all_rows else self.key_mask[idx]
         self._count(rows)
-        return self.model(x, pos, km, kv_hook, logits_index=slice(ws - self.shift, we - self.shift))
+        lo = 0
+        if kv_hook is None:  # nothing is stored by canvas position: drop the columns that are padding in every row
+            lo = min(int(km.any(0).long().argmax()), ws - self.shift)
+            x, pos, km = x[:, lo:], pos[:, lo:], km[:, lo:]
+        return self.model(x, pos, km, kv_hook, logits_index=slice(ws - self.shift - lo, we - self.shift - lo))
 
 
 def scatter_rows(out: Tensor, rows: Tensor, batch: int) -> Tensor:
