@@ -1,9 +1,24 @@
-"""The Extremely Greedy Parallel (EGP) oracle of Learn2PD and the oracle replay count.
+"""The Extremely Greedy Parallel (EGP) oracle of Learn2PD, which is also the benchmarks' ``replay`` count.
 
-``oracle_policy(targets)`` commits every position whose current prediction already equals its target token;
-``oracle_nfe(trace, final)`` counts, along a one-token-per-step trace, the forwards such a replay needs. Both are
-measured towards a given output (the one-token-per-step decode): they say how few forwards reproduce that text,
-not how few any policy needs, since a policy that changes the text can need fewer.
+One rule, towards a given output: at each forward, commit every undecided position of the current block whose
+model argmax already equals its target token; when none does, commit one position with its target token (the
+**fallback**: a token the model did not predict, counted per row), so each forward commits at least one token
+and the text equals the targets. It says how few forwards reproduce a given text, not how few any policy needs:
+a policy that changes the text can need fewer, and greedy max-commit is not proven minimal.
+
+* ``replay_policy(reference)``: towards a one-token-per-step decode (``lowconf``, ``steps = gen_length``,
+  ``trace=True``) of the same prompts, decoded with the same cache and block schedule. Targets are the positions
+  the reference committed (not the EOS fill after its ``stop_at_eos`` stop), and the fallback commits the
+  candidate the reference committed earliest. So every forward commits at least one position the reference
+  committed in a forward of its own: NFE <= the reference's NFE, and the text equals the reference's text.
+  This is "the fewest forwards that reproduce the one-token-per-step output" of ``benchmarks/policies.py``.
+  It is a measurement, not a decoding policy (it needs the answer first), so it is not registered.
+* ``oracle_policy(targets)``: towards any target tokens (no commit order known); the fallback commits the most
+  confident candidate. **Quirk** (docs/methods.md#learn2pd): the reference's stuck guard spends one more
+  forward, then writes the whole target block.
+* ``oracle_nfe(trace, final)``: first-match steps read off a one-token-per-step trace (an approximation).
+
+``fallback_counts(policy)`` gives the fallbacks of a policy's last ``generate`` call, per row.
 """
 
 from __future__ import annotations
@@ -13,35 +28,98 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from dllm.samplers.base import Policy
+from dllm.errors import DllmError
+from dllm.samplers.base import Policy, PolicyState
 from dllm.samplers.scoring import ProbabilityScorer
 from dllm.samplers.selectors import QuotaSelector, most_confident
 
+#: ``PolicyState`` key of the per-row fallback counter ([B] long)
+FALLBACK_KEY = "oracle.fallbacks"
 
-class _OracleCommit:
-    """Modifier of the EGP oracle: commit every candidate whose proposal equals its target token; when none
-    does, commit the most confident candidate with its target token (**Quirk**: the reference's stuck guard
-    writes the whole target block instead), so the output always equals the targets."""
 
-    def __init__(self, targets: Tensor) -> None:
+class OracleCommit:
+    """Modifier: commit every candidate whose proposal (the argmax) equals its target; when a row has none,
+    commit one candidate with its target token: the one with the lowest ``order`` when given (positions with
+    ``order < 0`` are no targets: they never match and are picked last), else the most confident."""
+
+    def __init__(self, targets: Tensor, order: Tensor | None = None) -> None:
         self.targets = targets  # [B, gen_length]
+        self.order = order  # [B, gen_length] long or None
+        self.fallbacks: Tensor | None = None  # [B] long, of the last generate call
 
-    def __call__(self, decision: Any, proposal: Any, logits: Tensor, ctx: Any, state: Any) -> Any:
-        b, w = ctx.candidates.shape
-        off = ctx.window_start - ctx.gen_start + torch.arange(w, device=ctx.candidates.device)
-        tgt = self.targets.to(ctx.candidates.device)[:, off.clamp(0, self.targets.shape[1] - 1)]
-        match = ctx.candidates & (proposal.tokens == tgt)
-        stuck = ctx.candidates.any(-1) & ~match.any(-1)
-        forced = most_confident(proposal.confidence) & stuck[:, None]
+    def init_state(self, state: PolicyState) -> None:
+        if state.batch_size != self.targets.shape[0]:
+            raise DllmError(f"the oracle has targets for {self.targets.shape[0]} rows but the batch has "
+                            f"{state.batch_size}; decode the same prompts as the reference")
+        self.fallbacks = torch.zeros(state.batch_size, dtype=torch.long, device=state.device)
+        state.values[FALLBACK_KEY] = self.fallbacks
+
+    def __call__(self, decision: Any, proposal: Any, logits: Tensor, ctx: Any, state: PolicyState) -> Any:
+        g = self.targets.shape[1]
+        if ctx.gen_length != g:
+            raise DllmError(f"the oracle has targets for gen_length {g}, the decode has {ctx.gen_length}")
+        dev = ctx.candidates.device
+        w = ctx.candidates.shape[1]
+        off = ctx.window_start - ctx.gen_start + torch.arange(w, device=dev)
+        inside = (off >= 0) & (off < g)
+        idx = off.clamp(0, g - 1)
+        tgt = self.targets.to(dev)[:, idx]
+        cand = ctx.candidates & ctx.active[:, None] & inside[None, :]
+        if self.order is None:
+            known = cand
+            pick = most_confident(torch.where(cand, proposal.confidence, torch.full_like(proposal.confidence, -torch.inf)))
+        else:
+            order = self.order.to(dev)[:, idx]
+            known = cand & (order >= 0)
+            last = 2 * g + 2  # unknown positions after every known one, non-candidates after those
+            rank = torch.where(known, order.clamp(min=0), torch.full_like(order, last - 1))
+            rank = torch.where(cand, rank, torch.full_like(rank, last))
+            pick = torch.zeros_like(cand)
+            pick.scatter_(1, rank.argmin(-1, keepdim=True), True)
+            pick &= cand
+        match = known & (proposal.tokens == tgt)
+        stuck = cand.any(-1) & ~match.any(-1)
+        forced = pick & stuck[:, None]
         decision.commit = match | forced
         decision.tokens = torch.where(decision.commit, tgt, decision.tokens)
+        if self.fallbacks is not None:
+            self.fallbacks += forced.any(-1).to(self.fallbacks.device)
         return decision
 
 
-def oracle_policy(targets: Tensor) -> Any:
-    """The "Extremely Greedy Parallel" oracle (Learn2PD, docs/methods.md#learn2pd) for one batch: ``targets`` [B, gen_length]
-    are the final tokens of the slow decode of the same prompts (same batch order)."""
-    return Policy("oracle", ProbabilityScorer(0.0), QuotaSelector(), modifiers=[_OracleCommit(targets.clone())])
+def _oracle(name: str, commit: OracleCommit, **options: Any) -> Policy:
+    # the quota selector's choice is replaced by the modifier; argmax proposals at temperature 0
+    return Policy(name, ProbabilityScorer(0.0), QuotaSelector(), modifiers=[commit], options=options)
+
+
+def oracle_policy(targets: Tensor) -> Policy:
+    """The "Extremely Greedy Parallel" oracle (Learn2PD, docs/methods.md#learn2pd) towards ``targets``
+    [B, gen_length] (same batch order), with the most-confident fallback."""
+    return _oracle("oracle", OracleCommit(targets.clone()))
+
+
+def replay_policy(reference: Any) -> Policy:
+    """The fewest-forwards replay of ``reference``, the ``GenerationOutput`` of a one-token-per-step decode of
+    the same prompts (``policy="lowconf"``, ``steps = gen_length``, ``trace=True``). Decode with the same
+    prompts, lengths, cache, block schedule and ``stop_at_eos`` as the reference."""
+    trace = getattr(reference, "trace", None)
+    if trace is None:
+        raise DllmError("replay needs the reference decoded with trace=True")
+    per_step = [int(s.committed.sum(-1).max()) for s in trace.steps if s.committed.numel()]
+    if per_step and max(per_step) > 1:
+        raise DllmError(f"replay needs a one-token-per-step reference (lowconf, steps = gen_length); "
+                        f"it committed {max(per_step)} tokens in one step")
+    order = trace.commit_step()  # [B, G]: step of each reference commit, -1 for the fill after its stop
+    return _oracle("replay", OracleCommit(reference.tokens.clone(), order))
+
+
+def fallback_counts(policy: Policy) -> list[int]:
+    """Per row, the forwards of the policy's last ``generate`` call in which the oracle fell back (committed a
+    target token the model did not predict)."""
+    for m in policy.modifiers:
+        if isinstance(m, OracleCommit):
+            return [] if m.fallbacks is None else m.fallbacks.tolist()
+    raise DllmError(f"policy {policy.name!r} is not an oracle replay")
 
 
 def oracle_nfe(trace: Any, final: Tensor, end_ids: Sequence[int] = ()) -> list[int]:
