@@ -407,9 +407,9 @@ def _filter_oracle_commits(module, tau, trace, block_length):
 def test_collect_train_save_roundtrip(tmp_path):
     model = ScriptedLM(V, 8, content_script(V, seed=1, eos_after=5))
     prompts = [[5 + i, 6, 7] for i in range(8)]
-    data = collect_filter_data(model, prompts, gen_length=8, block_length=4, batch_size=3)
+    data = collect_filter_data(model, prompts, gen_length=8, block_length=4, batch_size=3, trajectory="baseline")
     assert data.features.shape[1] == 4 and len(data) > 0 and set(data.prompt.tolist()) <= set(range(8))
-    egp = collect_filter_data(model, prompts, gen_length=8, block_length=4, batch_size=3, trajectory="oracle")
+    egp = collect_filter_data(model, prompts, gen_length=8, block_length=4, batch_size=3)  # the default, as the reference
     assert len(egp) < len(data) and egp.info["trajectory"] == "oracle"
     _, split = train_filter(data, iterations=60, patience=1000, val_fraction=0.25)
     assert split["val_prompts"] == 2 and split["train_prompts"] == 6
@@ -417,7 +417,8 @@ def test_collect_train_save_roundtrip(tmp_path):
     # the module's own predictions (val_fraction=0: every prompt validates, so the validation positions are known).
     picks, qualifying = [], []
     for target in (0.55, 0.75, 0.99):
-        module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=target)
+        module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=target,
+                                     threshold_rule="pooled")
         with torch.no_grad():
             probs = torch.sigmoid(module(data.features.float()))
         picked, table = _pick_threshold(probs, data.labels, data.valid, target)
@@ -432,7 +433,8 @@ def test_collect_train_save_roundtrip(tmp_path):
     assert qualifying[2] == 0
 
     # Round trip: the reloaded filter is the in-memory one: weights, threshold and every commit decision.
-    module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=0.75)
+    module, stats = train_filter(data, iterations=60, patience=1000, val_fraction=0.0, target_precision=0.75,
+                                 threshold_rule="pooled")
     path = save_filter(module, tmp_path / "f", threshold=stats["threshold"], model="scripted")
     lf = load_filter(path)
     assert torch.equal(lf.module(data.features), module(data.features))
@@ -539,8 +541,7 @@ def test_schedule_and_runtime_errors_are_one_line(opts, match):
 def test_shipped_filter_is_the_default():
     from dllm.samplers.learned import default_filter_path
 
-    if not default_filter_path().is_dir():
-        pytest.skip("no shipped filter")
+    assert default_filter_path().is_dir()  # shipped with the package (a skip here hid a wrong path)
     pol = make_policy("learnedfilter")
     lf = load_filter(default_filter_path())
     assert pol.options["threshold"] == lf.threshold and lf.block_length == 16 and lf.config["model"] == "tiny-llada"

@@ -57,13 +57,14 @@ def train_filter_command(
     block_length: Optional[int] = typer.Option(None, "--block-length", help="Block length = filter input size (default: 32, or gen-length if smaller)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Prompts decoded together while tracing."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Wrap prompts in the model's chat template."),
-    trajectory: str = typer.Option("baseline", "--trajectory", help="Features along the 'baseline' trace or along the EGP 'oracle' replay (as the reference)."),
+    trajectory: str = typer.Option("oracle", "--trajectory", help="Features along the EGP 'oracle' replay (as the reference) or the 'baseline' trace."),
     hidden: int = typer.Option(32, "--hidden", help="Filter hidden size (reference: 32)."),
     layers: int = typer.Option(2, "--layers", help="Filter linear layers: 1, 2 (reference) or 4."),
     iterations: int = typer.Option(3000, "--iterations", help="Full-batch AdamW iterations (early stop on validation loss)."),
     lr: float = typer.Option(3e-3, "--lr", help="AdamW learning rate (reference: 3e-3)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of prompts held out for validation."),
-    target_precision: float = typer.Option(0.99, "--target-precision", help="Suggested threshold: smallest with this validation precision."),
+    threshold_rule: str = typer.Option("reference", "--threshold-rule", help="Stored threshold: 'reference' (0.96), 'worst-group' (every synthetic family reaches --target-precision) or 'pooled'."),
+    target_precision: float = typer.Option(0.99, "--target-precision", help="Validation precision the worst-group and pooled rules ask for."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and initialisation."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Model dtype for tracing (default: bf16 on cuda, fp32 on cpu)."),
@@ -80,9 +81,10 @@ def train_filter_command(
     from dllm.errors import check_choice
     from dllm.evals.synthetic import ANSWER_LENGTH, FAMILIES, load_split
     from dllm.samplers.learned import LAYER_CHOICES, save_filter
-    from dllm.training.filter import TRAJECTORIES, collect_filter_data, train_filter
+    from dllm.training.filter import THRESHOLD_RULES, TRAJECTORIES, collect_filter_data, train_filter
 
     check_choice("--trajectory", trajectory, TRAJECTORIES)
+    check_choice("--threshold-rule", threshold_rule, THRESHOLD_RULES)
 
     for name, value in (("--n-prompts", n_prompts), ("--batch-size", batch_size), ("--hidden", hidden),
                         ("--iterations", iterations)):
@@ -107,10 +109,13 @@ def train_filter_command(
     lm = dllm.load_model(model_path, device=device, dtype=dtype)
     if prompts is None:
         per_family = max(1, -(-n_prompts // len(FAMILIES)))
-        texts = [ex.prompt for ex in load_split("train", per_family, seed=seed)][:n_prompts]
+        examples = load_split("train", per_family, seed=seed)[:n_prompts]
+        texts, groups = [ex.prompt for ex in examples], [ex.family for ex in examples]
         source = f"synthetic train split ({len(texts)} prompts)"
     else:
-        texts = _read_prompts(prompts)[:n_prompts]
+        if threshold_rule == "worst-group":
+            raise DllmError("--threshold-rule worst-group needs the synthetic prompts' families (no --prompts)")
+        texts, groups = _read_prompts(prompts)[:n_prompts], None
         source = f"{prompts} ({len(texts)} prompts)"
     ids = [encode_prompt(lm, t, chat) for t in texts]
 
@@ -119,7 +124,7 @@ def train_filter_command(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"tracing ({trajectory})", total=len(ids), info="")
         data = collect_filter_data(lm, ids, gen_length, block_length, batch_size=batch_size, trajectory=trajectory,
-                                   progress=lambda done, total: progress.update(task, completed=done))
+                                   progress=lambda done, total: progress.update(task, completed=done), groups=groups)
         progress.update(task, info=f"{len(data)} rows, {data.info['positions']} positions, "
                                    f"{data.info['positive_rate']:.0%} final")
         tr = progress.add_task("training filter", total=iterations, info="")
@@ -130,6 +135,7 @@ def train_filter_command(
 
         module, stats = train_filter(data, hidden=hidden, layers=layers, iterations=iterations, lr=lr,
                                      val_fraction=val_fraction, seed=seed, target_precision=target_precision,
+                                     threshold_rule=threshold_rule,
                                      device=lm.device, progress=report)
         progress.update(tr, completed=iterations, info=f"best val {stats['val_loss']:.4f} at {stats['best_iteration']}")
     path = save_filter(

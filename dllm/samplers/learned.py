@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dllm.assets import ASSETS_DIR
 from dllm.errors import DllmError
 from dllm.samplers.base import PolicyState, Proposal, StepContext
 from dllm.samplers.eotp import FILTER_ACCEPT_KEY
@@ -171,7 +172,7 @@ def block_features(conf: Tensor, candidates: Tensor, start: Tensor, end: Tensor)
 
 def default_filter_path() -> Path:
     """The filter shipped for the tiny LLaDA model (``dllm/assets/tiny-llada-filter``)."""
-    return Path(__file__).resolve().parents[2] / "assets" / "tiny-llada-filter"
+    return ASSETS_DIR / "tiny-llada-filter"
 
 
 @functools.lru_cache(maxsize=8)

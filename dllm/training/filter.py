@@ -4,18 +4,23 @@ The filter model, its file format and its features are the runtime half and live
 ``dllm.samplers.learned``; this module only produces filters.
 
 Training data: the slow baseline (``policy="lowconf"``, one token per step) gives the final tokens. By default
-(``trajectory="baseline"``: the slow decode that gives the labels records this trace anyway, so collecting costs
-one decode per prompt instead of two) the examples come from the baseline's own trace
-(``trace=True``): each step of a row gives the features of its block and, per undecided block position, the
-label "proposed token == final token of the slow decode". ``trajectory="oracle"`` instead replays the EGP
-oracle (``oracle_policy``: commit every position whose prediction already equals its final token) and
-takes the examples along that trajectory, as the reference does; its states are closer to what a fast
-policy visits. **Quirks** (differences from the reference, docs/methods.md#learn2pd): the default trajectory
-above; decided positions are fed as 1.0 instead of the model's raw output there and are left out of the loss
-(their filter output is never used); the suggested accept threshold comes from the validation precision
-(``train_filter``) where the reference fixes 0.96; train/validation are split by prompt, not by row (the reference leaks
-prompts across splits); confidences are fp32 (the reference no-cache path uses bf16 probabilities); early
-stopping on validation loss instead of a fixed 40,000 full-batch iterations.
+(``trajectory="oracle"``, as the reference) the EGP oracle (``oracle_policy``: commit every position whose
+prediction already equals its final token) is replayed towards that output, and each of its steps gives the
+features of the row's block and, per undecided block position, the label "proposed token == final token of
+the slow decode"; these are the states a fast policy visits. ``trajectory="baseline"`` takes the examples
+along the slow decode's own trace instead (no second decode).
+
+Accept threshold (``threshold_rule``): ``"reference"`` (default) stores the reference's fixed 0.96;
+``"worst-group"`` the smallest grid value at which *every* group of prompts (e.g. every synthetic family)
+reaches ``target_precision`` on validation; ``"pooled"`` the smallest with that precision pooled over all
+validation positions (the rule before, which let easy positions - EOS padding, one-answer families - hide a
+family at 48% precision).
+
+**Quirks** (differences from the reference, docs/methods.md#learn2pd): decided positions are fed as 1.0
+instead of the model's raw output there and are left out of the loss (their filter output is never used); the
+oracle's stuck guard commits one position (``dllm.samplers.oracle``); train/validation are split by prompt,
+not by row (the reference leaks prompts across splits); confidences are fp32 (the reference no-cache path uses
+bf16 probabilities); early stopping on validation loss instead of a fixed 40,000 full-batch iterations.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class FilterData:
     prompt: Tensor
     block_length: int
     info: dict[str, Any] = field(default_factory=dict)
+    #: group of each prompt (indexed by prompt number), e.g. its synthetic family; for ``threshold_rule="worst-group"``
+    groups: list[str] | None = None
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -84,24 +91,28 @@ def trace_examples(trace: Any, final: Tensor, block_length: int, prompt_offset: 
     return torch.cat(feats), torch.cat(labels), torch.cat(valid), torch.cat(prompts)
 
 
-TRAJECTORIES = ("baseline", "oracle")
+TRAJECTORIES = ("oracle", "baseline")
+THRESHOLD_RULES = ("reference", "worst-group", "pooled")
 
 
 def collect_filter_data(model: Any, prompts: Sequence[Any], gen_length: int, block_length: int,
-                        batch_size: int = 32, stop_at_eos: bool = True, trajectory: str = "baseline",
-                        progress: Callable[[int, int], None] | None = None) -> FilterData:
+                        batch_size: int = 32, stop_at_eos: bool = True, trajectory: str = "oracle",
+                        progress: Callable[[int, int], None] | None = None,
+                        groups: Sequence[str] | None = None) -> FilterData:
     """Run the one-token-per-step baseline (``lowconf``, ``steps = gen_length``) on ``prompts`` (token-id
     lists or text) and label every traced block position against its final tokens.
 
-    ``trajectory="baseline"`` takes the features along the baseline's own trace (default). ``"oracle"``
-    replays the EGP oracle (``oracle_policy``) towards the baseline's output and takes the features along
-    that trajectory, as the reference does (states closer to what a fast policy sees); it costs the oracle's
-    few extra forwards per prompt."""
+    ``trajectory="oracle"`` (default, as the reference) replays the EGP oracle (``oracle_policy``) towards the
+    baseline's output and takes the features along that trajectory (the states a fast policy sees; a few
+    extra forwards per prompt). ``"baseline"`` takes them along the baseline's own trace. ``groups`` (one name
+    per prompt, e.g. its task family) are kept for the worst-group threshold rule."""
     from dllm.api import generate
 
     check_choice("trajectory", trajectory, TRAJECTORIES)
     if not prompts:
         raise DllmError("no prompts to collect filter data from")
+    if groups is not None and len(groups) != len(prompts):
+        raise DllmError(f"got {len(groups)} groups for {len(prompts)} prompts")
     if gen_length % block_length:
         raise DllmError(f"gen_length {gen_length} is not a multiple of block_length {block_length}")
     feats, labels, valid, owner = [], [], [], []
@@ -122,7 +133,8 @@ def collect_filter_data(model: Any, prompts: Sequence[Any], gen_length: int, blo
         if progress is not None:
             progress(done, len(prompts))
     data = FilterData(torch.cat(feats), torch.cat(labels), torch.cat(valid), torch.cat(owner), block_length,
-                      info={"prompts": len(prompts), "gen_length": gen_length, "trajectory": trajectory, "nfe": nfe})
+                      info={"prompts": len(prompts), "gen_length": gen_length, "trajectory": trajectory, "nfe": nfe},
+                      groups=None if groups is None else [str(g) for g in groups])
     data.info["rows"] = len(data)
     data.info["positions"] = int(data.valid.sum())
     data.info["positive_rate"] = float(data.labels[data.valid].float().mean()) if data.info["positions"] else 0.0
@@ -152,15 +164,57 @@ def threshold_table(probs: Tensor, labels: Tensor, valid: Tensor, grid: Sequence
     return rows
 
 
+def group_tables(probs: Tensor, data: FilterData, mask: Tensor, grid: Sequence[float] = THRESHOLD_GRID
+                 ) -> dict[str, list[dict[str, float]]]:
+    """``threshold_table`` per group of prompts (``data.groups``) over the positions of ``mask`` [N, K]."""
+    if data.groups is None:
+        return {}
+    names = sorted(set(data.groups))
+    of_row = [data.groups[int(p)] for p in data.prompt.tolist()]
+    out = {}
+    for name in names:
+        rows = torch.tensor([g == name for g in of_row], dtype=torch.bool)
+        m = mask & rows[:, None]
+        if bool(m.any()):
+            out[name] = threshold_table(probs, data.labels, m, grid)
+    return out
+
+
+def pick_threshold(rule: str, table: list[dict[str, float]], groups: dict[str, list[dict[str, float]]],
+                   target_precision: float) -> float:
+    """The accept threshold ``rule`` picks from the validation tables (grid order), else the reference's 0.96.
+
+    ``reference``: 0.96. ``pooled``: the smallest grid value whose pooled precision reaches ``target_precision``
+    (with at least one accept). ``worst-group``: the smallest whose precision reaches it in every group (a group
+    with no accept there counts as precise), with at least one accept overall."""
+    check_choice("threshold rule", rule, THRESHOLD_RULES)
+    if rule == "reference":
+        return DEFAULT_THRESHOLD
+    if rule == "worst-group" and not groups:
+        raise DllmError("threshold rule 'worst-group' needs the prompts' groups (collect_filter_data(groups=...))")
+    for i, row in enumerate(table):
+        if row["accept_rate"] <= 0:
+            continue
+        precision = row["precision"] if rule == "pooled" else min(t[i]["precision"] for t in groups.values())
+        if precision >= target_precision:
+            return row["threshold"]
+    return DEFAULT_THRESHOLD
+
+
 def train_filter(data: FilterData, hidden: int = 32, layers: int = 2, iterations: int = 3000, lr: float = 3e-3,
                  weight_decay: float = 0.01, val_fraction: float = 0.1, patience: int = 300, seed: int = 0,
-                 target_precision: float = 0.99, device: str | torch.device = "cpu",
+                 target_precision: float = 0.99, threshold_rule: str = "reference", device: str | torch.device = "cpu",
                  progress: Callable[[int, int, float, float], None] | None = None) -> tuple[FilterMLP, dict[str, Any]]:
     """Full-batch AdamW on masked BCE (as the reference notebook), validation split by prompt, early stop on
-    validation loss (best weights kept). The suggested threshold is the smallest grid value whose validation
-    precision reaches ``target_precision`` (false accepts <= 1% by default), else the reference's 0.96."""
+    validation loss (best weights kept). The suggested threshold follows ``threshold_rule`` (``pick_threshold``):
+    the reference's 0.96 by default, or the smallest grid value whose validation precision reaches
+    ``target_precision`` in every group (``"worst-group"``) or pooled (``"pooled"``). The stats hold the
+    validation tables, pooled and per group, whichever rule picked."""
+    check_choice("threshold rule", threshold_rule, THRESHOLD_RULES)
     if len(data) == 0 or int(data.valid.sum()) == 0:
         raise DllmError("no training examples (every trace was empty); use more prompts")
+    if threshold_rule == "worst-group" and data.groups is None:
+        raise DllmError("threshold rule 'worst-group' needs the prompts' groups (collect_filter_data(groups=...))")
     if not 0 <= val_fraction < 1:
         raise DllmError(f"val_fraction {val_fraction!r} must be in [0, 1)")
     if iterations <= 0:
@@ -204,14 +258,15 @@ def train_filter(data: FilterData, hidden: int = 32, layers: int = 2, iterations
         probs = torch.sigmoid(module(data.features.float()))
     vmask = data.valid & is_val[:, None] if bool(is_val.any()) else data.valid
     table = threshold_table(probs, data.labels, vmask)
-    ok = [r for r in table if r["precision"] >= target_precision and r["accept_rate"] > 0]
-    threshold = ok[0]["threshold"] if ok else DEFAULT_THRESHOLD
+    by_group = group_tables(probs, data, vmask)
+    threshold = pick_threshold(threshold_rule, table, by_group, target_precision)
     tmask = data.valid & ~is_val[:, None]
     stats = {
         "iterations": it, "best_iteration": best[2], "val_loss": best[0],
         "train_loss": float(_masked_bce(torch.logit(probs.clamp(1e-6, 1 - 1e-6)), data.labels.float(), tmask.float())),
         "train_prompts": int(prompts.numel() - n_val), "val_prompts": int(n_val),
-        "threshold": threshold, "target_precision": target_precision, "val_thresholds": table,
+        "threshold": threshold, "threshold_rule": threshold_rule, "target_precision": target_precision,
+        "val_thresholds": table, "val_thresholds_by_group": by_group,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return module, stats
