@@ -279,3 +279,25 @@ def test_two_process_gloo_run_matches_single_process(model, ckpt, tmp_path):
     summary = json.loads((bench_dir / f"{single['tag']}.summary.json").read_text())
     strip = ("records",) + SUMMARY_TIMING
     assert {k: v for k, v in summary.items() if k not in strip} == {k: v for k, v in single.items() if k not in strip}
+
+
+def test_a_changed_option_default_does_not_resume_old_records(model, tmp_path, monkeypatch):
+    """Records store the declared defaults of the options left unset, so a release that changes a default refuses
+    to mix its results with records decoded under the old one (one line naming the change)."""
+    import dataclasses
+
+    from dllm.evals import settings
+
+    out = tmp_path / "out"
+    runner.evaluate(model, "synthetic", "threshold", {}, limit=1, out_dir=out, progress=False)
+    real = settings.option_table
+
+    def new_default(policy, cache="none", block_schedule="fixed"):
+        table = dict(real(policy, cache, block_schedule))
+        piece, opt = table["threshold"]
+        table["threshold"] = (piece, dataclasses.replace(opt, default=0.8))
+        return table
+
+    monkeypatch.setattr(settings, "option_table", new_default)
+    with pytest.raises(DllmError, match="different run config.*threshold.*0.9.*0.8"):
+        runner.evaluate(model, "synthetic", "threshold", {}, limit=1, out_dir=out, progress=False)

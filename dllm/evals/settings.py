@@ -7,6 +7,7 @@ settings that change results is recognised (``run_config`` is the store's finger
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 from dllm.errors import DllmError
 from dllm.evals.bench import get_benchmark
-from dllm.options import check_configuration
+from dllm.options import check_configuration, option_table
 from dllm.samplers.registry import make_schedule
 
 #: bump when records or summaries change meaning (part of the fingerprint)
@@ -56,7 +57,7 @@ def check_run(policy: str, options: Mapping[str, Any], cache: str, block_schedul
     """Every user mistake of a run (policy, option names and values, cache, schedule, lengths) as a one-line
     DllmError, before any model work."""
     routed = check_configuration(policy, cache, block_schedule, options)
-    make_schedule(block_schedule, lengths.gen_length, lengths.block_length, lengths.steps, **routed.block_schedule)
+    make_schedule(routed.names[2], lengths.gen_length, lengths.block_length, lengths.steps, **routed.block_schedule)
 
 
 def _fmt(value: Any) -> str:
@@ -112,6 +113,11 @@ def run_config(model: Any, bench: str, policy: str, options: Mapping[str, Any], 
         "device_type": model.device.type,
         "policy": policy,
         "options": dict(sorted(options.items())),
+        # the declared defaults of every option left unset: a release that changes a default must not resume
+        # records decoded under the old one
+        "defaults": json.loads(json.dumps(
+            {k: opt.default for k, (_, opt) in sorted(option_table(policy, cache, block_schedule).items())
+             if k not in options}, default=str)),
         "cache": cache,
         "block_schedule": block_schedule,
         "gen_length": lengths.gen_length,
