@@ -200,9 +200,12 @@ def denoise(
         canvas, key_mask, positions = canvas[:b].clone(), key_mask[:b].clone(), positions[:b].clone()
     gen_end = gen_start + gen_length
     cache = cache_factory(key_mask, positions, gen_start, gen_end)
+    state = policy.init_state(b, device)
+    for piece in policy.pieces():  # a piece that forwards states of its own (FreeDave's drafts) wraps the manager
+        if hasattr(piece, "wrap_cache"):
+            cache = piece.wrap_cache(cache, cache_factory, state, policy)
     if b < n and not refills_rows(cache):  # Quirk (dllm/batching.py): unknown per-row cache state
         return _static_batches(model, prompts, policy, schedule, cache_factory, gen_length, seed, slots, **kwargs)
-    state = policy.init_state(b, device)
     seeds = seed_list(seed, n)
     gens = [generator(s, device) for s in seeds[:b]]
     end_ids = torch.tensor(special.end_ids, device=device)

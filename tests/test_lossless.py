@@ -1,0 +1,241 @@
+"""``freedave`` (docs/methods.md#freedave): the tokens of one-token-per-step ``lowconf`` in fewer forwards.
+
+Scripted models pin the draft-and-verify rule (which static steps one forward takes, how many draft rows it
+costs, a wrong draft rejected); the shipped tiny model checks the promise on the synthetic test prompts (tokens
+identical to ``lowconf`` with ``steps = gen_length`` for every example, fewer forwards on average, with each
+cache freedave accepts), batch == single, the NFE accounting and the one-line errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fake_model import MASK, ScriptedLM, content_script, peaked
+
+import dllm
+from dllm.errors import DllmError
+from dllm.evals.synthetic import load_split
+from dllm.samplers.policies.freedave import FreeDave
+from dllm.samplers.registry import make_policy
+
+V = 16
+PROMPT = [7, 8, 9]
+
+
+def run(model, policy, prompts=None, **kw):
+    kw.setdefault("gen_length", model.gen_length)
+    kw.setdefault("block_length", model.gen_length)
+    kw.setdefault("stop_at_eos", False)
+    out = dllm.generate(model, prompts or [PROMPT], policy=policy, trace=True, **kw)
+    return out, out.trace.commit_step().tolist()
+
+
+def fixed_model(confidences: list[float]) -> ScriptedLM:
+    """Logits that never change: position i proposes token 4 + i with probability ``confidences[i]``."""
+    logits = torch.stack([peaked(V, 4 + i, c) for i, c in enumerate(confidences)])
+    return ScriptedLM(V, len(confidences), lambda prompt, call, gen: logits)
+
+
+#: six positions, confidence rank by position: 3, 0, 5, 1, 4, 2 (all distinct, no float32 ties)
+CONF6 = [0.8, 0.6, 0.95, 0.7, 0.5, 0.9]
+
+
+@pytest.mark.parametrize("draft_steps,expected,nfe,draft_rows", [
+    # lowconf: one per step by confidence. draft_steps 4: the first forward has no seed and commits position 2;
+    # the second forwards the canvas and 3 drafts (+5, +5+0, +5+0+3), which all verify since the logits never
+    # change: 4 static steps (5, 0, 3, 1); the last candidate (4) gets a forward of its own (a draft would fill
+    # the block) -> 3 forwards, 3 draft rows
+    (4, [1, 1, 0, 1, 2, 1], 3, 3),
+    # draft_steps 2: one draft per forward -> 2 static steps per forward after the first: 2 | 5 0 | 3 1 | 4
+    (2, [1, 2, 0, 2, 3, 1], 4, 2),
+    (1, [2, 4, 0, 3, 5, 1], 6, 0),  # no drafts: lowconf itself
+])
+def test_verified_drafts_take_several_static_steps(draft_steps, expected, nfe, draft_rows):
+    model = fixed_model(CONF6)
+    base, base_steps = run(model, "lowconf")
+    assert base_steps == [[2, 4, 0, 3, 5, 1]] and base.seq_nfe == [6]
+    out, steps = run(model, "freedave", draft_steps=draft_steps)
+    assert steps == [expected]
+    assert out.tokens.tolist() == base.tokens.tolist() == [[4, 5, 6, 7, 8, 9]]
+    assert out.seq_nfe == [nfe]
+    assert out.cache_stats["draft_rows"] == [draft_rows]
+    assert out.cache_stats["rows_forwarded"] == [nfe + draft_rows]
+    assert out.cache_stats["draft_accepted"] == [6 - nfe]  # static steps beyond one per forward
+
+
+def test_blocks_and_quota_steps():
+    # two blocks of 4, one token per step: each block = its opening forward (1 step) + one forward of the canvas
+    # and 2 drafts (3 steps; a third draft would fill the block) -> 4 forwards instead of 8
+    model = fixed_model([0.8, 0.6, 0.95, 0.7, 0.5, 0.9, 0.65, 0.85])
+    base, _ = run(model, "lowconf", block_length=4)
+    out, steps = run(model, "freedave", block_length=4)
+    assert out.tokens.tolist() == base.tokens.tolist() and base.seq_nfe == [8]
+    assert steps == [[1, 1, 0, 1, 3, 2, 3, 3]] and out.seq_nfe == [4]
+    # steps 4 over one block of 8: quota 2 per step. The first forward commits 2 and 5 (0.95, 0.9); the second
+    # verifies +(0, 7) and +(0, 7, 3, 6), the third draft would fill the block; with T_2 = (1, 4) all 6 are
+    # decided in that forward -> 2 forwards instead of 4, the same tokens
+    base, base_steps = run(model, "lowconf", steps=4)
+    out, steps = run(model, "freedave", steps=4)
+    assert base_steps == [[1, 3, 0, 2, 3, 0, 2, 1]] and base.seq_nfe == [4]
+    assert out.tokens.tolist() == base.tokens.tolist()
+    assert steps == [[1, 1, 0, 1, 1, 0, 1, 1]] and out.seq_nfe == [2]
+
+
+def _reordering_script(prompt, call, gen):
+    """Confidences that change once positions are decided, so the seed's guess of the next step is wrong:
+
+    * nothing decided: 0 -> token 5 (0.9), 1 -> 6 (0.8), 2 -> 7 (0.7), 3 -> 8 (0.6)
+    * {0} decided: 1 -> 6 (0.5), 2 -> 9 (0.95), 3 -> 8 (0.6)
+    * {0, 2} decided: 1 -> 6 (0.9), 3 -> 8 (0.6)
+    * anything else (states only drafts reach): token 12 (0.55) everywhere
+    """
+    decided = tuple(int(t != MASK) for t in gen.tolist())
+    table = {
+        (0, 0, 0, 0): [(5, 0.9), (6, 0.8), (7, 0.7), (8, 0.6)],
+        (1, 0, 0, 0): [(5, 0.9), (6, 0.5), (9, 0.95), (8, 0.6)],
+        (1, 0, 1, 0): [(5, 0.9), (6, 0.9), (9, 0.9), (8, 0.6)],
+        (1, 1, 1, 0): [(5, 0.9), (6, 0.9), (9, 0.9), (8, 0.6)],
+    }
+    rows = table.get(decided, [(12, 0.55)] * 4)
+    return torch.stack([peaked(V, t, p) for t, p in rows])
+
+
+def test_a_wrong_draft_is_rejected():
+    # lowconf: 0 (5) | 2 (9, the confidences reorder) | 1 (6) | 3 (8).
+    # freedave, 3 candidate states per forward: forward 1 commits 0; forward 2 drafts +1 (6) and +1+2 (6, 7) from
+    # the first logits, but the static step of {0} is 2 -> token 9: the first draft fails, only 2 commits;
+    # forward 3 drafts +3 (the seed ranks 3 at 0.6 over 1 at 0.5), the static step is 1: rejected again;
+    # forward 4 has one candidate. Same tokens, same 4 forwards, 3 draft rows spent for nothing.
+    model = ScriptedLM(V, 4, _reordering_script)
+    base, base_steps = run(model, "lowconf")
+    out, steps = run(model, "freedave", draft_steps=3)
+    assert base.tokens.tolist() == [[5, 6, 9, 8]] and base_steps == [[0, 2, 1, 3]]
+    assert out.tokens.tolist() == base.tokens.tolist() and steps == base_steps
+    assert out.seq_nfe == [4] and out.cache_stats["draft_rows"] == [3] and out.cache_stats["draft_accepted"] == [0]
+
+
+def test_skipping_verification_breaks_the_scripted_case(monkeypatch):
+    # the check above fails without verification: accepting the drafts commits token 7 at position 2
+    monkeypatch.setattr(FreeDave, "verified", staticmethod(lambda *args: True))
+    out, _ = run(ScriptedLM(V, 4, _reordering_script), "freedave", draft_steps=3)
+    assert out.tokens.tolist() != [[5, 6, 9, 8]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_content_dependent_logits(seed):
+    # logits are a pseudo-random function of the canvas: drafts are right or wrong by chance, tokens never differ
+    script = content_script(V, seed=seed, sharpness=3.0)
+    model = ScriptedLM(V, 12, script)
+    prompts = [[7, 8, 9], [10, 11], [6, 5, 7, 8, 9]]
+    for block in (12, 4):
+        base, _ = run(model, "lowconf", prompts, block_length=block)
+        out, _ = run(model, "freedave", prompts, block_length=block, draft_steps=3)
+        assert out.tokens.tolist() == base.tokens.tolist()
+        assert all(f <= b for f, b in zip(out.seq_nfe, base.seq_nfe))
+        for i, p in enumerate(prompts):  # batch == single
+            one, _ = run(model, "freedave", [p], block_length=block, draft_steps=3)
+            assert one.tokens[0].tolist() == out.tokens[i].tolist() and one.seq_nfe[0] == out.seq_nfe[i]
+            assert one.cache_stats["draft_rows"][0] == out.cache_stats["draft_rows"][i]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shipped tiny model on the synthetic test prompts
+
+GEN = 16
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield dllm.load_model("tiny-llada")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny):
+    # 10 examples of each of the 6 synthetic families; prompts as the synthetic bench feeds them (no chat)
+    return [tiny.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in load_split("test", 10)]
+
+
+def _batched(tiny, prompts, policy, **kw):
+    """One output per prompt, decoded in batches of 12 (rows decode as alone)."""
+    outs = [dllm.generate(tiny, prompts[i:i + 12], policy=policy, gen_length=GEN, steps=GEN, **kw)
+            for i in range(0, len(prompts), 12)]
+    return [t for o in outs for t in o.tokens.tolist()], [n for o in outs for n in o.seq_nfe], outs
+
+
+@pytest.mark.parametrize("block_length,cache,opts", [
+    (16, "none", {}), (4, "none", {}), (16, "none", {"stop_at_eos": False}),
+    (4, "dual", {}), (4, "prefix", {}), (4, "delayed", {"refresh": 1}),
+])
+def test_tiny_llada_tokens_equal_one_token_per_step(tiny, prompts, block_length, cache, opts):
+    base_tokens, base_nfe, _ = _batched(tiny, prompts, "lowconf", block_length=block_length, cache=cache, **opts)
+    tokens, nfe, outs = _batched(tiny, prompts, "freedave", block_length=block_length, cache=cache, **opts)
+    for i, (a, b) in enumerate(zip(tokens, base_tokens)):
+        assert a == b, f"example {i}: freedave {a} != lowconf {b}"
+    assert all(f <= b for f, b in zip(nfe, base_nfe))
+    mean, base_mean = sum(nfe) / len(nfe), sum(base_nfe) / len(base_nfe)
+    assert mean < base_mean, (mean, base_mean)
+    # measured (60 prompts, mean forwards freedave vs lowconf): block 16: 5.88 vs 16 (with or without
+    # stop_at_eos); block 4: 3.95 vs 6.43 (none, delayed refresh=1), 3.72 (dual), 3.68 (prefix); block 4 without
+    # stop_at_eos: 8.65 vs 16. The floor with draft_steps 4 is 1 + ceil((n - 1) / 4) forwards per block of n steps.
+    assert mean < (0.7 if block_length == 4 else 0.45) * base_mean, (mean, base_mean)
+    for o in outs:  # the extra rows are counted: at most draft_steps - 1 per forward and per block open
+        rows, seq = o.cache_stats["draft_rows"], o.seq_nfe
+        assert all(0 < r <= 3 * n for r, n in zip(rows, seq))
+        assert o.cache_stats["rows_forwarded"] == [r + n for r, n in zip(rows, seq)]
+
+
+def test_skipping_verification_changes_tiny_llada_tokens(tiny, prompts, monkeypatch):
+    """The test above can fail: with every draft accepted unchecked, some example decodes differently."""
+    base, _, _ = _batched(tiny, prompts, "lowconf", block_length=GEN)
+    monkeypatch.setattr(FreeDave, "verified", staticmethod(lambda *args: True))
+    broken, _, _ = _batched(tiny, prompts, "freedave", block_length=GEN)
+    assert sum(a != b for a, b in zip(broken, base)) > 0
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_tiny_batch_equals_single(tiny, prompts, cache):
+    ragged = [prompts[0], prompts[25], prompts[55]]  # different families, different prompt lengths
+    kw = dict(policy="freedave", gen_length=GEN, block_length=4, cache=cache, trace=True)
+    batch = dllm.generate(tiny, ragged, **kw)
+    for i, p in enumerate(ragged):
+        one = dllm.generate(tiny, [p], **kw)
+        assert batch.tokens[i].tolist() == one.tokens[0].tolist()
+        assert batch.seq_nfe[i] == one.seq_nfe[0]
+        assert batch.trace.commit_step()[i].tolist() == one.trace.commit_step()[0].tolist()
+        for key in ("draft_rows", "draft_accepted"):
+            assert batch.cache_stats[key][i] == one.cache_stats[key][0]
+
+
+def test_continuous_batching_gives_the_same_tokens(tiny, prompts):
+    kw = dict(policy="freedave", gen_length=GEN, block_length=4)
+    few = prompts[:6]
+    alone = [dllm.generate(tiny, [p], **kw) for p in few]
+    slotted = dllm.generate(tiny, few, batch_size=2, **kw)  # freedave runs static batches (its own cache rows)
+    assert slotted.tokens.tolist() == [o.tokens[0].tolist() for o in alone]
+    assert slotted.seq_nfe == [o.seq_nfe[0] for o in alone]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options and errors
+
+
+def test_defaults():
+    assert make_policy("freedave").options == {"draft_steps": 4, "temperature": 0.0}
+
+
+@pytest.mark.parametrize("opts,match", [
+    (dict(cache="delayed"), r"freedave is lossless with cache none, prefix or dual .*got cache 'delayed' with refresh=8"),
+    (dict(cache="dual", refresh=2), r"got cache 'dual' with refresh=2"),
+    (dict(early_commit=True), "freedave cannot be combined with early_commit"),
+    (dict(eotp="reference"), "freedave cannot be combined with eotp"),
+    (dict(temperature=0.7), r"freedave decodes greedily \(temperature 0\)"),
+    (dict(draft_steps=0), r"draft_steps 0 is outside >= 1"),
+    (dict(draft_steps=2.5), "draft_steps must be an integer"),
+])
+def test_errors_are_one_line(tiny, opts, match):
+    with pytest.raises(DllmError, match=match) as err:
+        dllm.generate(tiny, ["sort:8315="], policy="freedave", gen_length=GEN, **opts)
+    assert "\n" not in str(err.value)
