@@ -1,14 +1,92 @@
 #!/usr/bin/env bash
-# One lent-GPU session (see /work/.library/device): time the Triton kernels against PyTorch, then train
-# four tiny-llada variants side by side on the one GPU. Everything lands in $OUT (gpu.txt, kernels.txt,
-# A.tgz..D.tgz with each run's best checkpoint and log). On a CPU machine, DEVICE=cpu
-# TRAIN_SECONDS=20 runs the same script as a smoke test.
+# One lent-GPU session (see /work/.library/device), one call. Two tasks:
+#
+# TASK=e2e (default; issue #16): end-to-end speed at the real model shapes, under 10 minutes on an H200.
+#   1. benchmarks/e2e.py on random-weight LLaDA-8B and Dream-7B in bf16: every cache x torch/triton kernels x
+#      eager/CUDA graphs at batch 1, the dual cache at batch 16 (LLaDA) -> e2e.json, e2e.txt
+#   2. the same for torch.compile on LLaDA-8B, dual cache, batch 1 (its compile time may not fit: the JSON keeps
+#      what finished) -> e2e_compile.json, appended to e2e.txt
+#   3. the compiled-path equality check: tests/test_compiled.py (real CUDA graphs on the tiny models, float32 and
+#      bf16, both kernel paths) and the e2e smoke test -> compiled.txt
+#   4. benchmarks/kernels.py, Triton vs PyTorch per kernel -> kernels.txt
+#   Then everything is gathered into one results file, $OUT/gpu_session.json, and copied to
+#   $RESULTS_DIR (default benchmarks/results/) as gpu_session-<date>-<device>.json. Each step has its own time
+#   limit (E2E_SECONDS, COMPILE_SECONDS, CHECK_SECONDS, KERNEL_SECONDS; 0 skips a step); the defaults add up
+#   to 9 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
+#   COMPILE_SECONDS=0 (torch.compile takes minutes on a small CPU; set it to try), kernels.py's interpreter check.
+#
+# TASK=train: time the kernels, then train four tiny variants side by side (SET=llada|dream) -> A.tgz..D.tgz
+#   (E.tgz..H.tgz). On a CPU machine, DEVICE=cpu TRAIN_SECONDS=20 runs it as a smoke test.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT/runs"
-DEVICE=${DEVICE:-cuda}; T=${TRAIN_SECONDS:-330}; PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
+PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/gpu.txt"
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+
+if [ "${TASK:-e2e}" = e2e ]; then
+  if [ "${QUICK:-0}" = 1 ]; then
+    e2e=(--quick ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})  # a CPU has no table entry: no bound unless BANDWIDTH
+    e2e_compile=(--quick --run llada-quick:1:dual:torch:none,compile ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})
+    : "${COMPILE_SECONDS:=0}" "${CHECK_SECONDS:=240}" "${KERNEL_SECONDS:=120}"
+  else
+    e2e=(--repeats 2 --prompt-length 512
+         --run llada-8b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph
+         --run llada-8b:16:dual:torch,triton:none,cudagraph
+         --run dream-7b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph)
+    e2e_compile=(--repeats 2 --prompt-length 512 --run llada-8b:1:dual:triton:none,compile)
+  fi
+  step() {  # step NAME SECONDS LOG [tee -a] COMMAND...: run under a time limit, record the exit status
+    local name=$1 seconds=$2 log=$3; shift 3
+    if [ "$seconds" = 0 ]; then echo "== $name: skipped" | tee -a "$OUT/steps.txt"; return; fi
+    echo "== $name (limit ${seconds}s)" | tee -a "$log"
+    local t0=$SECONDS
+    timeout "$seconds" "$@" 2>&1 | tee -a "$log"
+    echo "$name rc=${PIPESTATUS[0]} seconds=$((SECONDS - t0))" | tee -a "$OUT/steps.txt"
+  }
+  step e2e "${E2E_SECONDS:-270}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e[@]}" --out "$OUT/e2e.json"
+  step e2e_compile "${COMPILE_SECONDS:-90}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e_compile[@]}" --out "$OUT/e2e_compile.json"
+  step compiled_check "${CHECK_SECONDS:-90}" "$OUT/compiled.txt" $PY -m pytest -q -p no:cacheprovider tests/test_compiled.py tests/test_e2e_bench.py
+  step kernels "${KERNEL_SECONDS:-90}" "$OUT/kernels.txt" $PY benchmarks/kernels.py
+  # one results file: the e2e rows, every log, the exit status and duration of each step
+  $PY - "$OUT" "${RESULTS_DIR:-benchmarks/results}" "${QUICK:-0}" <<'EOF'
+import datetime, json, re, sys
+from pathlib import Path
+out, results, quick = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+def text(name):
+    f = out / name
+    return f.read_text(errors="replace") if f.is_file() else None
+def data(name):
+    f = out / name
+    return json.loads(f.read_text()) if f.is_file() else None
+steps = {}
+for line in (text("steps.txt") or "").splitlines():
+    m = re.match(r"(\S+) rc=(\d+) seconds=(\d+)", line)
+    if m:
+        steps[m[1]] = {"rc": int(m[2]), "seconds": int(m[3]), "timed_out": m[2] == "124"}
+    elif line.endswith(": skipped"):
+        steps[line[3:-9]] = {"skipped": True}
+e2e = data("e2e.json")
+device = (e2e or {}).get("meta", {}).get("device") or "unknown"
+session = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "quick": quick,
+           "device": device, "gpu": text("gpu.txt"), "steps": steps, "e2e": e2e, "e2e_compile": data("e2e_compile.json"),
+           "logs": {name: text(name) for name in ("e2e.txt", "compiled.txt", "kernels.txt")}}
+(out / "gpu_session.json").write_text(json.dumps(session, indent=1) + "\n")
+slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:40]
+results.mkdir(parents=True, exist_ok=True)
+name = f"gpu_session-{session['date'][:10]}-{slug}{'-quick' if quick else ''}.json"
+(results / name).write_text(json.dumps(session, indent=1) + "\n")
+print(f"results: {out / 'gpu_session.json'} and {results / name}")
+for step, s in steps.items():
+    print(f"  {step}: " + ("skipped" if s.get("skipped") else f"rc {s['rc']}{' (timed out)' if s['timed_out'] else ''}, {s['seconds']} s"))
+EOF
+  rm -f "$OUT/steps.txt" "$OUT"/*.tmp
+  ls -la "$OUT"
+  exit 0
+fi
+
+mkdir -p "$OUT/runs"
+DEVICE=${DEVICE:-cuda}; T=${TRAIN_SECONDS:-330}
 [ "${KERNEL_SECONDS:-150}" = 0 ] || timeout "${KERNEL_SECONDS:-150}" $PY benchmarks/kernels.py 2>&1 | tee "$OUT/kernels.txt"
 
 common=(--kind llada --steps 1000000 --eval-every "${EVAL_EVERY:-500}" --eval-per-family 100 --weighting mean
