@@ -95,3 +95,20 @@ def test_trains_saves_a_loadable_llada_checkpoint_and_resumes(tmp_path):
     assert [h["step"] for h in resumed["history"]][:1] == [2]
     log = (out / "train.log").read_text()
     assert "resumed at step 2" in log
+
+
+def test_prebuilt_pool_is_seeded_and_matches_on_the_fly_examples(tok):
+    cfg = WorkloadConfig(n_gsm8k=40, n_humaneval=20, fewshot_share=0.5)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    a = WorkloadData(cfg, tok, eos, seed=3, n_gsm8k=40, n_humaneval=20)
+    a.prebuild(6, workers=2)
+    b = WorkloadData(cfg, tok, eos, seed=3, n_gsm8k=40, n_humaneval=20)
+    b.prebuild(6, workers=2)
+    assert a.prebuilt == b.prebuilt and len(a.prebuilt) == 6
+    # worker i draws exactly what an on-the-fly sampler seeded (seed, i) draws
+    ref = WorkloadData(cfg, tok, eos, seed=3, n_gsm8k=40, n_humaneval=20)
+    import random
+
+    ref.rng = random.Random("3/1")
+    assert a.prebuilt[3:] == [ref.example() for _ in range(3)]
+    assert all(len(t) == cfg.gen_length for _, t in a.batch(10))

@@ -86,6 +86,9 @@ class WorkloadConfig:
     save_every: float = 600.0  #: seconds between resumable train_state.pt saves
     log_every: int = 20
     threads: int = 2
+    device: str = "cpu"  #: "cuda" trains in bfloat16 autocast (weights and optimizer stay float32)
+    workers: int = 0  #: > 0: prebuild ``pool`` examples in this many processes first (for a fast GPU)
+    pool: int = 200000  #: examples prebuilt when ``workers`` > 0; training samples from them with replacement
     dtype: str = "bfloat16"  #: dtype of the shipped checkpoint (training runs in float32)
     resume: bool = True
     log_file: str | None = None
@@ -113,6 +116,10 @@ def validate(cfg: WorkloadConfig) -> None:
         raise DllmError(f"fewshot_share must be in [0, 1], got {cfg.fewshot_share}")
     if not 0 < cfg.eps < 1:
         raise DllmError(f"eps must be in (0, 1), got {cfg.eps}")
+    if not isinstance(cfg.workers, int) or cfg.workers < 0:
+        raise DllmError(f"workers must be a non-negative integer, got {cfg.workers!r}")
+    if cfg.device != "cpu" and not str(cfg.device).startswith("cuda"):
+        raise DllmError(f"device {cfg.device!r} is not allowed; choose cpu or cuda[:N]")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -123,7 +130,8 @@ class WorkloadData:
     """Samples ``(prompt ids, target ids + EOS padding)`` pairs from the train splits, seeded."""
 
     def __init__(self, cfg: WorkloadConfig, tokenizer: Any, eos: int, seed: int, n_gsm8k: int, n_humaneval: int):
-        self.cfg, self.tok, self.eos = cfg, tokenizer, eos
+        self.cfg, self.tok, self.eos, self.seed = cfg, tokenizer, eos, seed
+        self.prebuilt: list[tuple[list[int], list[int]]] | None = None
         self.rng = random.Random(seed)
         self.gsm8k = wl.gsm8k_problems("train", n_gsm8k, seed)
         self.humaneval = wl.humaneval_problems("train", n_humaneval, seed)
@@ -153,7 +161,29 @@ class WorkloadData:
         return self._ids(text), self._padded(humaneval_target(problem))
 
     def batch(self, n: int) -> list[tuple[list[int], list[int]]]:
+        if self.prebuilt:
+            return [self.prebuilt[self.rng.randrange(len(self.prebuilt))] for _ in range(n)]
         return [self.example() for _ in range(n)]
+
+    def prebuild(self, n: int, workers: int) -> None:
+        """Draw ``n`` examples in ``workers`` processes (worker ``i`` seeded ``(seed, i)``), so a GPU step does not
+        wait on prompt rendering; :meth:`batch` then samples from them."""
+        import multiprocessing as mp
+
+        per = [n // workers + (i < n % workers) for i in range(workers)]
+        jobs = [(asdict(self.cfg), self.seed, i, k) for i, k in enumerate(per)]
+        with mp.get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_prebuild_part, jobs)
+        self.prebuilt = [pair for part in parts for pair in part]
+
+
+def _prebuild_part(job: tuple[dict, int, int, int]) -> list[tuple[list[int], list[int]]]:
+    cfg_dict, seed, index, n = job
+    cfg = WorkloadConfig(**cfg_dict)
+    tok = load_workload_tokenizer()
+    data = WorkloadData(cfg, tok, tok.convert_tokens_to_ids("<|endoftext|>"), seed, cfg.n_gsm8k, cfg.n_humaneval)
+    data.rng = random.Random(f"{seed}/{index}")
+    return [data.example() for _ in range(n)]
 
 
 def humaneval_target(problem: dict) -> str:
@@ -189,11 +219,12 @@ def batch_loss(model: DiffusionLM, pairs: list[tuple[list[int], list[int]]], cfg
     total = 0.0
     for s in range(0, len(order), per):
         group = [pairs[i] for i in order[s:s + per]]
-        canvas, key_mask, positions, gen_start = build_canvas(model, [p for p, _ in group], cfg.gen_length,
-                                                              torch.device("cpu"))
-        canvas[:, gen_start:] = torch.tensor([a for _, a in group], dtype=torch.long)
-        loss = diffusion_loss(model, canvas, key_mask, positions, gen_start, cfg.eps, gen,
-                              stratified=cfg.stratified_t, weighting=cfg.weighting) * (len(group) / len(pairs))
+        device = next(model.parameters()).device
+        canvas, key_mask, positions, gen_start = build_canvas(model, [p for p, _ in group], cfg.gen_length, device)
+        canvas[:, gen_start:] = torch.tensor([a for _, a in group], dtype=torch.long, device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = diffusion_loss(model, canvas, key_mask, positions, gen_start, cfg.eps, gen,
+                                  stratified=cfg.stratified_t, weighting=cfg.weighting) * (len(group) / len(pairs))
         if backward:
             loss.backward()
         total += float(loss.detach())
@@ -207,7 +238,7 @@ def save_shipped(model: DiffusionLM, directory: Path, cfg: WorkloadConfig, info:
     directory.mkdir(parents=True, exist_ok=True)
     dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
     clone = type(model)(model.config)
-    clone.load_state_dict(model.state_dict())
+    clone.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     clone.to(dtype).save_pretrained(directory)
     model.tokenizer.save_pretrained(directory)
     defaults = {"gen_length": cfg.gen_length, "block_length": cfg.block_length, "steps": cfg.gen_length, "chat": True}
@@ -242,7 +273,7 @@ def train_workload(cfg: WorkloadConfig) -> Path:
 
     tok = load_workload_tokenizer()
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config(cfg, tok), seed=cfg.seed)
+    model = build_model(model_config(cfg, tok), seed=cfg.seed).to(cfg.device)
     model.tokenizer = tok
     model.special = special_tokens(model.config, tok, "train")
     eos = model.special.eos
@@ -251,12 +282,16 @@ def train_workload(cfg: WorkloadConfig) -> Path:
     step, elapsed_before, history, best = 0, 0.0, [], math.inf
     data = WorkloadData(cfg, tok, eos, cfg.seed, cfg.n_gsm8k, cfg.n_humaneval)
     if cfg.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=cfg.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed_before, history, best = state["step"], state["elapsed"], state["history"], state["best"]
         data.rng.setstate(state["data_rng"])
         log(f"resumed at step {step} ({elapsed_before:.0f} s trained, best val {best:.4f})")
+    if cfg.workers:
+        t0 = time.time()
+        data.prebuild(cfg.pool, cfg.workers)
+        log(f"prebuilt {cfg.pool} examples in {time.time() - t0:.0f} s with {cfg.workers} workers")
     val_data = WorkloadData(cfg, tok, eos, cfg.seed + 1, 2000, 1000)
     val_pairs = val_data.batch(cfg.val_examples)
     n_params = sum(p.numel() for p in model.parameters())
