@@ -363,7 +363,8 @@ def meta(device: torch.device, args: argparse.Namespace, bandwidth: float | None
             "repeats": args.repeats, "argv": sys.argv[1:]}
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+def run(args: argparse.Namespace) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Measure every configuration of the plan; returns the rows and the configurations that failed."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DllmError("--device cuda but CUDA is not available; use --device cpu (or --quick)")
@@ -375,6 +376,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     print(f"schedule: lowconf, gen_length {args.gen_length}, block {args.block_length}, steps {args.steps}, "
           f"prompt {args.prompt_length} random tokens, stop_at_eos off; median of {args.repeats} calls after a warm-up\n")
     rows: list[Row] = []
+    errors: list[dict[str, Any]] = []  #: configurations that raised (an unattended GPU run keeps going)
     models: dict[str, Any] = {}
     printed_header = False
     for name, batches, caches, kernels, compiles in plan(args):
@@ -397,8 +399,20 @@ def run(args: argparse.Namespace) -> list[Row]:
                     for cm in sorted(compiles, key=lambda m: m != "none"):  # eager first: the reference tokens
                         if cm == "cudagraph" and cache == "none":
                             continue  # only cached forwards are graphed
-                        row, tokens = measure(model, name, prompts, cache, kernels_mode, cm, args, bound_ms,
-                                              ForwardTimer(device))
+                        try:
+                            row, tokens = measure(model, name, prompts, cache, kernels_mode, cm, args, bound_ms,
+                                                  ForwardTimer(device))
+                        except DllmError:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - an unattended run keeps going; the error is kept
+                            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                            errors.append({"model": name, "batch": batch, "cache": cache, "kernels": kernels_mode,
+                                           "compile": cm, "error": f"{type(exc).__name__}: {first}"})
+                            print(f"| {name} | {batch} | {cache} | {kernels_mode} | {cm} | FAILED: {errors[-1]['error']}",
+                                  flush=True)
+                            if args.out:
+                                write_json(args.out, info, rows, errors)
+                            continue
                         if cm == "none":
                             eager_tokens = tokens
                         elif eager_tokens is not None:
@@ -410,20 +424,22 @@ def run(args: argparse.Namespace) -> list[Row]:
                             printed_header = True
                         print(table_line(row), flush=True)
                         if args.out:
-                            write_json(args.out, info, rows)
+                            write_json(args.out, info, rows, errors)
     print()
     for line in summary(rows):
         print(line)
+    if errors:
+        print(f"\n{len(errors)} configuration(s) FAILED (listed above and under 'errors' in the JSON)")
     if bandwidth:
         print(f"\nbound = weight bytes read per forward / {bandwidth:.0f} GB/s; cached/bound = cached ms / bound ms")
-    return rows
+    return rows, errors
 
 
-def write_json(path: str, info: dict[str, Any], rows: list[Row]) -> None:
+def write_json(path: str, info: dict[str, Any], rows: list[Row], errors: list[dict[str, Any]]) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps({"meta": info, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"meta": info, "rows": [asdict(r) for r in rows], "errors": errors}, indent=1) + "\n")
     tmp.replace(out)
 
 
@@ -464,12 +480,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0: all measured; 1: a configuration failed, or CUDA graphs changed the tokens; 2: bad input."""
     try:
-        run(parse_args(argv))
+        rows, errors = run(parse_args(argv))
     except DllmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    differ = [r for r in rows if r.compile == "cudagraph" and r.same_tokens is False]
+    if differ:
+        print(f"{len(differ)} CUDA-graph configuration(s) gave tokens that differ from eager (column 'same')")
+    return 1 if errors or differ else 0
 
 
 if __name__ == "__main__":
