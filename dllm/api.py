@@ -125,6 +125,7 @@ def generate(
         raise DllmError("model has no special-token ids; load it with dllm.load_model")
     gen_length, block_length, steps = decoding_lengths(model, gen_length, block_length, steps)
     routed = route_options(policy, cache, block_schedule, options)
+    policy, cache, block_schedule = routed.names  # a preset name (dllm.samplers.presets) expanded
     policy_opts = dict(routed.policy)
     if temperature is not None:
         if isinstance(policy, Policy):

@@ -49,16 +49,25 @@ def plugin_listing() -> dict[str, list[dict]]:
     validation uses): ``{kind: [{"name", "summary", "options": [{"name", "default", "allowed", "help"}]}]}``."""
     from dllm.cache import CACHES
     from dllm.evals.bench import BENCHMARKS
-    from dllm.samplers.registry import COMMON, POLICIES, SCHEDULES
+    from dllm.options import option_table, resolve_preset
+    from dllm.samplers.registry import COMMON, POLICIES, PRESETS, SCHEDULES
 
     def entries(registry) -> list[dict]:
         return [{"name": e.name, "summary": e.summary, "options": [o.describe() for o in e.options]}
                 for e in registry.entries()]
 
+    def preset(entry) -> dict:
+        """A preset's bundle, and the options it sets with its values as their defaults (overridable)."""
+        bundle = entry.build()
+        table = option_table(entry.name)
+        values = resolve_preset(entry.name)[3]
+        return {"name": entry.name, "summary": f"{entry.summary} [{bundle.describe()}]",
+                "options": [table[k][1].describe() for k in values]}
+
     common = [{"name": "(every policy)", "summary": g.summary, "options": [o.describe() for o in g.options]}
               for g in COMMON]
-    return {"policies": entries(POLICIES) + common, "caches": entries(CACHES),
-            "block schedules": entries(SCHEDULES), "benchmarks": entries(BENCHMARKS)}
+    return {"policies": entries(POLICIES) + common, "presets": [preset(e) for e in PRESETS.entries()],
+            "caches": entries(CACHES), "block schedules": entries(SCHEDULES), "benchmarks": entries(BENCHMARKS)}
 
 
 @app.command("policies")
@@ -72,8 +81,8 @@ def policies_command(
         print(json.dumps(listing, default=str))
         return
     console = Console()
-    flags = {"policies": "--policy", "caches": "--cache", "block schedules": "--block-schedule",
-             "benchmarks": "dllm eval --bench"}
+    flags = {"policies": "--policy", "presets": "--policy; a policy + options + cache + schedule, options override",
+             "caches": "--cache", "block schedules": "--block-schedule", "benchmarks": "dllm eval --bench"}
     for kind, items in listing.items():
         table = Table(title=f"{kind} ({flags[kind]})", show_lines=True)
         table.add_column("name", no_wrap=True)

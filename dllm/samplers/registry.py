@@ -7,12 +7,15 @@
   one of these names itself receives it instead.
 * ``SCHEDULES``: block schedules (``dllm.samplers.schedules``); a factory takes ``gen_length``,
   ``block_length``, ``steps`` and its declared options and returns a ``BlockSchedule``.
+* ``PRESETS``: named decoding configurations (``dllm.samplers.presets``): a factory returns a :class:`Preset`,
+  a policy with option values, a cache and a block schedule. Wherever a policy name is taken (``dllm.generate``,
+  ``dllm generate/eval --policy``) a preset name is too; ``dllm.options.resolve_preset`` expands it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 from dllm.errors import DllmError
 from dllm.registry import Option, Registry
@@ -20,6 +23,7 @@ from dllm.samplers.base import Policy
 
 POLICIES = Registry("policy", "dllm.samplers.policies", plural="policies")
 SCHEDULES = Registry("block schedule", "dllm.samplers.schedules")
+PRESETS = Registry("preset", "dllm.samplers.presets")
 
 #: the sampling temperature every built-in policy declares
 TEMPERATURE = Option("temperature", 0.0, "sampling temperature (0 = greedy argmax)", kind=float, low=0)
@@ -58,6 +62,33 @@ def register_common_options(summary: str, options: Sequence[Option]
     return wrap
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of a decoding configuration: a policy (a ``POLICIES`` name) with option values (its own and
+    the common ones), a cache with its option values and a block schedule with its option values. Option values
+    are checked where the pieces are built, like a user's."""
+
+    policy: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    cache: str = "none"
+    cache_options: Mapping[str, Any] = field(default_factory=dict)
+    block_schedule: str = "fixed"
+    schedule_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line, e.g. ``ebsampler gamma=0.3, cache none, fixed blocks``."""
+        def part(name: str, opts: Mapping[str, Any]) -> str:
+            return " ".join([name] + [f"{k}={v}" for k, v in opts.items()])
+
+        return (f"{part(self.policy, self.options)}, cache {part(self.cache, self.cache_options)}, "
+                f"{part(self.block_schedule, self.schedule_options)} blocks")
+
+
+def presets() -> dict[str, str]:
+    """Preset name -> one-line description."""
+    return PRESETS.summaries()
+
+
 def policy_options(name: str) -> list[Option]:
     """Every option policy ``name`` accepts: its own, then the common ones it does not declare itself."""
     entry = POLICIES.get(name)
@@ -77,6 +108,9 @@ def make_policy(name: str | Policy, **options: Any) -> Policy:
         if options:
             raise DllmError(f"options {sorted(options)} given together with a ready Policy object; set them on the policy")
         return name
+    if isinstance(name, str) and name not in POLICIES and name in PRESETS:
+        raise DllmError(f"{name!r} is a preset ({PRESETS.get(name).build().describe()}), not a policy: "
+                        "dllm.generate and the CLI take it as a policy name")
     entry = POLICIES.get(name)
     given = {k: v for k, v in options.items() if v is not None}
     allowed = [o.name for o in policy_options(name)]
@@ -97,5 +131,5 @@ def make_schedule(name: str, gen_length: int, block_length: int, steps: int, **o
     return SCHEDULES.get(name).build(gen_length, block_length, steps, **options)
 
 
-__all__ = ["POLICIES", "SCHEDULES", "COMMON", "TEMPERATURE", "THRESHOLD", "CommonOptions", "make_policy",
-           "make_schedule", "policies", "policy_options", "register_common_options"]
+__all__ = ["POLICIES", "PRESETS", "SCHEDULES", "COMMON", "TEMPERATURE", "THRESHOLD", "CommonOptions", "Preset",
+           "make_policy", "make_schedule", "policies", "policy_options", "presets", "register_common_options"]
