@@ -149,7 +149,8 @@ def test_cuda_graphs_give_the_eager_tokens(kind, kernels, monkeypatch):
                 out = dllm.generate(model, PROMPTS, compile="cudagraph", **kw)
                 assert torch.equal(out.tokens, ref.tokens), (dtype, cache, policy)
                 assert out.seq_nfe == ref.seq_nfe
-                assert out.cache_stats["graph_replays"] > 0
+                if policy == "lowconf":  # threshold decodes a block in a step or two: no shape is seen twice
+                    assert out.cache_stats["graph_replays"] > 0
 
 
 @pytest.mark.slow
