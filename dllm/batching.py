@@ -13,9 +13,12 @@ Design (the loop is ``dllm.engine.denoise`` with ``slots``; this module holds wh
   are fixed before decoding starts and a slot is refilled by copying one row: the canvas never changes width and
   ``gen_start`` is the same for every slot. A row's tokens do not depend on its padding (the key mask hides it
   and positions skip it), which is the ragged batch == single invariant the engine already guarantees; continuous
-  batching adds no new source of difference. The cost: with ``cache="none"`` every row runs at the call's widest
-  canvas instead of its static batch's (nothing for prompts of similar length; re-padding at block boundaries
-  would win that back at the price of moving every cache store, not done).
+  batching adds no new source of difference. The cost is padding: rows of different prompt lengths share
+  forwards. Without a cache a forward skips the leading columns that are padding in all its rows
+  (``CacheManager.full_forward``), so it is as wide as its longest row, not as the call's; a KV cache's full
+  forwards run the whole width (its store is indexed by canvas position), its cached forwards only the positions
+  they need. Re-padding the slots at block boundaries would avoid the fixed width at the price of moving every
+  cache store; not done.
 * **Per-row engine state** (undecided mask, block bounds, step counters, the row's random generator seeded with
   its prompt's seed) is reset for the refilled slot exactly as a fresh call sets it: the new row opens its first
   block on its next step.
@@ -44,6 +47,12 @@ Design (the loop is ``dllm.engine.denoise`` with ``slots``; this module holds wh
 assumed to keep all its per-row state in batch-first tensors, so with it ``continuous`` runs consecutive static
 batches instead (same tokens, no refill), unless the manager sets ``refills_rows = True`` to declare that it does.
 ``trace=True`` records one batch and is refused when the prompts do not fit in one.
+
+What it buys depends on what a forward costs. Continuous batching cuts the number of batched forwards (rows per
+forward stay near ``batch_size``), not the rows' own forwards (``sum(seq_nfe)`` is the same). On an accelerator,
+where a forward of 16 rows costs little more than one of 4, fewer forwards is the gain; on a CPU, where a forward
+costs about rows x width, only the per-call overhead is saved, and a workload whose slow rows have short prompts
+loses to static batches once fresh long prompts join them (``benchmarks/batching.py`` measures both orders).
 """
 
 from __future__ import annotations
