@@ -46,6 +46,12 @@ def decoding_lengths(model: Any, gen_length: int | None = None, block_length: in
     return g, _positive_int("block_length", block_length), _positive_int("steps", steps)
 
 
+def default_continuous(model: Any) -> bool:
+    """Continuous batching pays where a forward of many rows costs about one of few (a GPU), not on a CPU."""
+    device = getattr(model, "device", None)
+    return getattr(device, "type", "cpu") == "cuda"
+
+
 def default_chat(model: Any) -> bool:
     """Whether text prompts go through the chat template by default: the checkpoint's ``chat`` generation
     default, else whether its name says "instruct" (as the references run LLaDA-Instruct)."""
@@ -94,7 +100,7 @@ def generate(
     trace: bool = False,
     chat: bool | None = None,
     batch_size: int | None = None,
-    continuous: bool = True,
+    continuous: bool | None = None,
     compile: str = "none",
     **options: Any,
 ) -> GenerationOutput:
@@ -110,15 +116,18 @@ def generate(
     before it decided (its text is then final); the rest of the row is filled with EOS and costs no forwards.
 
     ``batch_size``: decode at most this many prompts at once (default: all in one batch). With ``continuous``
-    (default) a row that finishes hands its slot to the next prompt at once (continuous batching,
-    ``dllm/batching.py``); ``continuous=False`` runs consecutive static batches. Tokens and ``seq_nfe`` do not
-    depend on either; ``nfe`` (batched calls) and ``elapsed`` are those of the whole call.
+    a row that finishes hands its slot to the next prompt at once (continuous batching, ``dllm/batching.py``);
+    ``continuous=False`` runs consecutive static batches. Default (``None``): continuous on CUDA, static on a CPU,
+    where a forward costs rows x width and refilling measured 0.74-1.05x of static (``benchmarks/batching.py``).
+    Tokens and ``seq_nfe`` do not depend on it; ``nfe`` (batched calls) and ``elapsed`` are those of the call.
 
     ``compile``: ``"none"``, ``"compile"`` (torch.compile) or ``"cudagraph"`` (cached forwards replayed from CUDA
     graphs, same tokens bit for bit); see ``dllm/compiled.py``.
     """
     if batch_size is not None:
         batch_size = _positive_int("batch_size", batch_size)
+    if continuous is None:
+        continuous = default_continuous(model)
     if not isinstance(continuous, bool):
         raise DllmError(f"continuous must be true or false, got {continuous!r}")
     if model.special is None:

@@ -15,6 +15,13 @@
 #   to 9 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
 #   COMPILE_SECONDS=0 (torch.compile takes minutes on a small CPU; set it to try), kernels.py's interpreter check.
 #
+# TASK=workload (issue #12): train the shipped workload model (scripts/train_workload.py) for TRAIN_SECONDS
+#   (default 420) on the GPU with a prebuilt example pool, then score the best checkpoint on the shipped test
+#   sets (threshold 0.9 + dual cache, LIMIT problems each) -> workload.tgz (checkpoint + log + eval tables).
+#   Ship it with: tar xzf workload.tgz -C runs && python scripts/train_workload.py --out runs/workload-llada --ship
+#   Smoke test on a CPU machine (scores HumanEval-format only and does not touch dllm/assets): DEVICE=cpu
+#   TRAIN_SECONDS=20 HIDDEN=32 LAYERS=2 HEADS=2 POOL=200 WORKERS=2 BATCH=8 LIMIT=2 NGSM=2000 NHE=1000
+#
 # TASK=train: time the kernels, then train four tiny variants side by side (SET=llada|dream) -> A.tgz..D.tgz
 #   (E.tgz..H.tgz). On a CPU machine, DEVICE=cpu TRAIN_SECONDS=20 runs it as a smoke test.
 set -u
@@ -81,6 +88,30 @@ for step, s in steps.items():
     print(f"  {step}: " + ("skipped" if s.get("skipped") else f"rc {s['rc']}{' (timed out)' if s['timed_out'] else ''}, {s['seconds']} s"))
 EOF
   rm -f "$OUT/steps.txt" "$OUT"/*.tmp
+  ls -la "$OUT"
+  exit 0
+fi
+
+if [ "${TASK:-e2e}" = workload ]; then
+  DEVICE=${DEVICE:-cuda}; run="$OUT/workload-llada"; mkdir -p "$run"
+  $PY scripts/train_workload.py --out "$run" --device "$DEVICE" --time-limit "${TRAIN_SECONDS:-420}" \
+      --hidden "${HIDDEN:-224}" --layers "${LAYERS:-8}" --heads "${HEADS:-7}" --batch-size "${BATCH:-128}" \
+      --buckets 2 --lr "${LR:-1.5e-3}" --warmup 300 --workers "${WORKERS:-14}" --pool "${POOL:-300000}" \
+      --n-gsm8k "${NGSM:-200000}" --n-humaneval "${NHE:-60000}" --val-every 200 --log-every 50 --save-every 120 --threads 4 \
+      --seed "${SEED:-0}" 2>&1 | tee "$OUT/workload_train.txt" | grep -E "val loss|prebuilt|done|rror"
+  if [ "$DEVICE" = cpu ]; then  # smoke test: leave the package's shipped model alone
+    benches=humaneval; model=(--model "$run/best" --data dllm/assets/workload/humaneval_format_test.jsonl)
+  else  # this machine's copy of the repo only: dllm eval then runs the shipped test sets by default
+    $PY scripts/train_workload.py --out "$run" --ship; benches="gsm8k humaneval"; model=()
+  fi
+  for bench in $benches; do
+    timeout "${EVAL_SECONDS:-60}" $PY -m dllm eval --bench "$bench" "${model[@]}" --device "$DEVICE" \
+        --policy threshold --cache none,dual --limit "${LIMIT:-100}" --batch-size 16 --no-progress \
+        --out "$OUT/eval" 2>&1 | tee -a "$OUT/workload_eval.txt"
+  done
+  rm -f "$run/train_state.pt"; rm -rf "$run/last"
+  tar czf "$OUT/workload.tgz" -C "$OUT" workload-llada workload_train.txt workload_eval.txt
+  rm -rf "$run" "$OUT/eval"
   ls -la "$OUT"
   exit 0
 fi

@@ -66,7 +66,7 @@ def _prompts(model, n_per_family: int = 2) -> list[list[int]]:
 
 def _check_matches_alone(model, prompts, **kw) -> Any:
     """Continuous output == each prompt alone (tokens, seq_nfe, refreshes); returns the continuous output."""
-    out = dllm.generate(model, prompts, batch_size=BATCH, **kw)
+    out = dllm.generate(model, prompts, batch_size=BATCH, continuous=True, **kw)
     assert out.tokens.shape == (len(prompts), kw.get("gen_length", GEN))
     for i, p in enumerate(prompts):
         alone = dllm.generate(model, [p], **kw)
@@ -109,7 +109,7 @@ def test_sampling_uses_each_prompts_own_seed(llada):
     """Temperature sampling: the refilled slot draws from a generator seeded with its new prompt's seed."""
     prompts = _prompts(llada)
     seeds = list(range(100, 100 + len(prompts)))
-    out = dllm.generate(llada, prompts, batch_size=BATCH, policy="threshold", temperature=1.0, seed=seeds,
+    out = dllm.generate(llada, prompts, batch_size=BATCH, continuous=True, policy="threshold", temperature=1.0, seed=seeds,
                         gen_length=GEN, block_length=BLOCK, steps=STEPS)
     for i, p in enumerate(prompts):
         alone = dllm.generate(llada, [p], policy="threshold", temperature=1.0, seed=seeds[i], gen_length=GEN,
@@ -123,8 +123,9 @@ def test_the_workload_is_ragged_and_continuous_saves_forwards(llada):
     prompts = _prompts(llada, 4)
     prompts = [prompts[f * 4 + k] for k in range(4) for f in range(len(prompts) // 4)]
     kw = dict(policy="threshold", gen_length=GEN, block_length=GEN, steps=GEN, batch_size=8)
-    cont = dllm.generate(llada, prompts, **kw)
+    cont = dllm.generate(llada, prompts, continuous=True, **kw)
     static = dllm.generate(llada, prompts, continuous=False, **kw)
+    assert dllm.generate(llada, prompts, **kw).nfe == static.nfe  # the CPU default is static batches
     assert len(set(cont.seq_nfe)) > 1
     assert cont.seq_nfe == static.seq_nfe and torch.equal(cont.tokens, static.tokens)
     assert cont.nfe < static.nfe
@@ -173,6 +174,7 @@ class _Log:
 
 
 def _run(model, prompts, **kw):
+    kw.setdefault("continuous", True)
     return dllm.generate(model, prompts, policy="threshold", threshold=0.9, gen_length=SG, block_length=SG, steps=SG,
                          stop_at_eos=False, **kw)
 
@@ -310,7 +312,7 @@ def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
         return real(*args, **kw)
 
     monkeypatch.setattr(runner, "evaluate", spy)
-    for flag, want in (("--no-continuous", False), ("--continuous", True), (None, True)):
+    for flag, want in (("--no-continuous", False), ("--continuous", True), (None, False)):  # CPU default: static
         seen.clear()
         args = ["eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "1", "--no-baseline",
                 "--no-progress", "--batch-size", "4", "--out", str(tmp_path / str(flag))] + ([flag] if flag else [])
@@ -319,3 +321,12 @@ def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
         except SystemExit as exc:
             assert not exc.code, capsys.readouterr().err
         assert seen and set(seen) == {want}, flag
+
+
+def test_default_is_continuous_on_cuda_and_static_on_a_cpu(llada):
+    from types import SimpleNamespace
+
+    from dllm.api import default_continuous
+
+    assert default_continuous(llada) is False
+    assert default_continuous(SimpleNamespace(device=SimpleNamespace(type="cuda"))) is True

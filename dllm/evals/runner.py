@@ -112,7 +112,7 @@ def evaluate(
     steps: int | None = None,
     limit: int | None = None,
     batch_size: int = 1,
-    continuous: bool = True,
+    continuous: bool | None = None,
     out_dir: str | os.PathLike = "runs/eval",
     data: str | os.PathLike | None = None,
     chat: bool | None = None,
@@ -133,8 +133,8 @@ def evaluate(
     (from :func:`load_samples` with the same data settings) to avoid re-reading data for several runs;
     ``bench_options`` are the benchmark's declared options (e.g. GSM8K's few-shot count).
 
-    ``batch_size`` rows decode at once; with ``continuous`` (default) a finished row's slot takes the next sample
-    at once (continuous batching, ``dllm/batching.py``; each call then holds :func:`call_size` samples), without
+    ``batch_size`` rows decode at once; with ``continuous`` (default: on CUDA, see ``api.default_continuous``) a
+    finished row's slot takes the next sample at once (continuous batching, ``dllm/batching.py``; each call then holds :func:`call_size` samples), without
     it the samples run in static batches. Records do not depend on either (each row decodes as it would alone).
     """
     from dllm.api import generate
@@ -146,6 +146,10 @@ def evaluate(
     check_run(policy, options, cache, block_schedule, lengths)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DllmError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if continuous is None:
+        from dllm.api import default_continuous
+
+        continuous = default_continuous(model)
     if not isinstance(continuous, bool):
         raise DllmError(f"continuous must be true or false, got {continuous!r}")
     if chat is None:
