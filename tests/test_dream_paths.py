@@ -250,7 +250,7 @@ def test_bf16_dream_confidences_are_dreams_bf16_arithmetic():
 
 
 def test_defaults_are_the_previous_behaviour():
-    assert make_policy("threshold").options == {"threshold": 0.9, "temperature": 0.0, "cap": "none",
+    assert make_policy("threshold").options == {"threshold": 0.9, "temperature": 0.0, "cap": "off",
                                                 "first_commit": False, "score_dtype": "float32"}
     for name in ("maskgit_plus", "topk_margin", "entropy"):
         assert make_policy(name).options == {"temperature": 0.0, "eps": 1e-3, "first_commit": False,
@@ -299,7 +299,7 @@ def test_scripted_ragged_batch_equals_single():
 
 
 @pytest.mark.parametrize("name,opts,match", [
-    ("threshold", dict(cap="block"), r"cap 'block' is not allowed; choose one of: none, quota"),
+    ("threshold", dict(cap="block"), r"cap 'block' is not allowed; choose one of: off, quota"),
     ("threshold", dict(score_dtype="float16"), r"score_dtype 'float16' is not allowed; choose one of: float32, "
                                                r"bfloat16"),
     ("threshold", dict(first_commit="maybe"), r"first_commit must be true or false"),

@@ -36,7 +36,7 @@ from dllm.samplers.registry import POLICIES, TEMPERATURE, THRESHOLD
 from dllm.samplers.scoring import SCORE_DTYPE, ProbabilityScorer, score_threshold
 from dllm.samplers.selectors import FactorSelector, ThresholdSelector, top_k_mask
 
-CAPS = ("none", "quota")
+CAPS = ("off", "quota")
 
 
 class QuotaCappedThresholdSelector:
@@ -95,14 +95,14 @@ FIRST_COMMIT = Option("first_commit", False, "commit only the block's first posi
 
 @POLICIES.register("threshold", "Fast-dLLM: commit every token with confidence >= threshold (at least one)",
                    options=[THRESHOLD, TEMPERATURE,
-                            Option("cap", "none", "none: every candidate that reaches the threshold (LLaDA code); "
+                            Option("cap", "off", "off: every candidate that reaches the threshold (LLaDA code); "
                                    "quota: never more than the quota schedule so far, rejected picks carried to "
                                    "the next step (Dream code's confidence_threshold)", kind=str, choices=CAPS),
                             FIRST_COMMIT, SCORE_DTYPE])
-def threshold(threshold: float = 0.9, temperature: float = 0.0, cap: str = "none", first_commit: bool = False,
+def threshold(threshold: float = 0.9, temperature: float = 0.0, cap: str = "off", first_commit: bool = False,
               score_dtype: str = "float32") -> Policy:
     tau = score_threshold(threshold, score_dtype)
-    selector: Selector = ThresholdSelector(tau) if cap == "none" else QuotaCappedThresholdSelector(tau)
+    selector: Selector = ThresholdSelector(tau) if cap == "off" else QuotaCappedThresholdSelector(tau)
     if first_commit:
         selector = FirstPositionSelector(selector)
     return Policy("threshold", ProbabilityScorer(temperature, score_dtype), selector,
