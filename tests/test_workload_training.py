@@ -112,3 +112,21 @@ def test_prebuilt_pool_is_seeded_and_matches_on_the_fly_examples(tok):
     ref.rng = random.Random("3/1")
     assert a.prebuilt[3:] == [ref.example() for _ in range(3)]
     assert all(len(t) == cfg.gen_length for _, t in a.batch(10))
+
+
+def test_init_from_starts_at_a_checkpoints_weights(tmp_path):
+    first = tmp_path / "a"
+    train_workload(WorkloadConfig(out=str(first), steps=1, **TINY))
+    second = tmp_path / "b"
+    train_workload(WorkloadConfig(out=str(second), steps=1, lr=1e-12, init_from=str(first / "best"), **TINY))
+    assert "initialised from" in (second / "train.log").read_text()
+    a = dllm.load_model(str(first / "best")).state_dict()
+    b = dllm.load_model(str(second / "last")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one step at lr 1e-12 leaves the bf16 weights as they were
+    fresh = tmp_path / "c"
+    train_workload(WorkloadConfig(out=str(fresh), steps=1, lr=1e-12, seed=5, **TINY))
+    c = dllm.load_model(str(fresh / "last")).state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(DllmError, match="other dimensions"):
+        train_workload(WorkloadConfig(out=str(tmp_path / "d"), steps=1, init_from=str(first / "best"),
+                                      **{**TINY, "hidden": 64}))

@@ -91,6 +91,7 @@ class WorkloadConfig:
     pool: int = 200000  #: examples prebuilt when ``workers`` > 0; training samples from them with replacement
     dtype: str = "bfloat16"  #: dtype of the shipped checkpoint (training runs in float32)
     resume: bool = True
+    init_from: str | None = None  #: start from this checkpoint's weights (e.g. the shipped one) with a new optimizer
     log_file: str | None = None
 
 
@@ -274,6 +275,16 @@ def train_workload(cfg: WorkloadConfig) -> Path:
     tok = load_workload_tokenizer()
     torch.manual_seed(cfg.seed)
     model = build_model(model_config(cfg, tok), seed=cfg.seed).to(cfg.device)
+    if cfg.init_from and not (cfg.resume and (out / "train_state.pt").exists()):
+        from dllm.models.loading import load_model
+
+        start = load_model(cfg.init_from, device="cpu", dtype="float32")
+        shapes = {k: tuple(v.shape) for k, v in start.state_dict().items()}
+        if shapes != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+            raise DllmError(f"init_from {cfg.init_from!r} has other dimensions than hidden {cfg.hidden}, "
+                            f"{cfg.layers} layers, vocabulary {len(tok)}")
+        model.load_state_dict(start.state_dict())
+        log(f"initialised from {cfg.init_from}")
     model.tokenizer = tok
     model.special = special_tokens(model.config, tok, "train")
     eos = model.special.eos
