@@ -6,6 +6,7 @@ Examples::
     dllm eval --bench synthetic --policy threshold,factor --limit 20
     dllm eval --bench gsm8k --model GSAI-ML/LLaDA-8B-Instruct --policy threshold --cache prefix --limit 100
     dllm eval --bench synthetic --policy threshold,factor --sweep threshold=0.5,0.7,0.9 --plot frontier.png
+    dllm eval --bench synthetic --policy threshold --cache none,dual --replay   # + fewest-forwards replay rows
     torchrun --no-python --nproc-per-node 4 dllm eval --bench gsm8k --model ... --policy threshold   # data parallel
     dllm lm-eval --model dllm --model_args pretrained=GSAI-ML/LLaDA-8B-Instruct,policy=threshold --tasks gsm8k
 """
@@ -83,6 +84,7 @@ def eval_command(
     batch_size: int = typer.Option(1, "--batch-size", help="Prompts decoded at once (results do not depend on it)."),
     continuous: Optional[bool] = typer.Option(None, "--continuous/--no-continuous", help="Continuous batching: a finished row's slot takes the next prompt at once (default on CUDA; on a CPU static batches, which measured as fast or faster). Results are identical either way."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Run the one-token-per-step baseline (lowconf, steps = gen-length, no cache) first."),
+    replay: bool = typer.Option(False, "--replay/--no-replay", help="Add a 'replay' row per cache and block schedule: the fewest forwards that reproduce lowconf's one-token-per-step output with that cache (NFE reference point, no wall-clock time). Off by default: it decodes every sample twice more, once one token per step with a trace."),
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap prompts in the chat template (default: on for instruct models, off for synthetic)."),
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="GSM8K few-shot examples (default 5)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write an accuracy-vs-TPF frontier plot (PNG; needs matplotlib)."),
@@ -115,7 +117,7 @@ def eval_command(
         raise DllmError(f"--sweep {sweep_spec[0]!r} also given as a fixed option; give it once")
     caches = _split_list(cache, "--cache")
     schedules = _split_list(block_schedule, "--block-schedule")
-    planned = plan_runs(policies, options, caches, schedules, None, baseline, sweep_spec)
+    planned = plan_runs(policies, options, caches, schedules, None, baseline, sweep_spec, replay=replay)
     for run in planned:
         check_configuration(run.policy, run.cache, run.schedule, run.options)
     if plot:
@@ -151,7 +153,8 @@ def eval_command(
     unique: dict[str, Any] = {}
     for run in assign_lengths(planned, lengths):
         runner.check_run(run.policy, run.options, run.cache, run.schedule, run.lengths)
-        tag = runner.policy_tag(run.policy, run.options, run.cache, run.schedule, run.lengths)
+        tag = runner.policy_tag(runner.REPLAY if run.replay else run.policy, run.options, run.cache, run.schedule,
+                                run.lengths)
         unique.setdefault(tag, run)  # a policy identical to the baseline runs once
     runs = list(unique.values())
 
@@ -163,12 +166,13 @@ def eval_command(
             lm, bench, run.policy, run.options, cache=run.cache, block_schedule=run.schedule,
             gen_length=run.lengths.gen_length, block_length=run.lengths.block_length, steps=run.lengths.steps,
             limit=limit, batch_size=batch_size, continuous=continuous, out_dir=out, data=data, chat=use_chat, seed=seed,
-            progress=show, samples=subset, **bench_options,
+            progress=show, samples=subset, replay=run.replay, **bench_options,
         )
 
     rounds: list[list[float]] | None = None
+    timed = [i for i, run in enumerate(runs) if not run.replay]  # a replay's wall time measures nothing
     try:
-        if interleave and len(runs) > 1:
+        if interleave and len(timed) > 1:
             # Round-robin: every run decodes the same batch back to back, so machine load hits all runs alike and
             # the wall-clock ratios compare like with like; each run's warm-up call stays untimed.
             # one generate call per run and round (continuous: CONTINUOUS_BATCHES batches' worth); under torchrun
@@ -176,11 +180,11 @@ def eval_command(
             size = runner.call_size(batch_size, continuous) * world
             chunks = [samples[i:i + size] for i in range(0, len(samples), size)]
             rounds = [[] for _ in runs]
-            with runner.progress_bar(progress and rank == 0, f"{bench} · {len(runs)} runs interleaved",
-                                     len(chunks) * len(runs), world) as bar:
+            with runner.progress_bar(progress and rank == 0, f"{bench} · {len(timed)} runs interleaved",
+                                     len(chunks) * len(timed), world) as bar:
                 for chunk in chunks:
-                    for i, run in enumerate(runs):
-                        rounds[i].append(evaluate(run, chunk, False)["total_latency_s"])
+                    for i in timed:
+                        rounds[i].append(evaluate(runs[i], chunk, False)["total_latency_s"])
                         bar.advance(1)
         summaries = [evaluate(run, samples, progress and rounds is None) for run in runs]
         if rank == 0:

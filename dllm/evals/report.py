@@ -2,6 +2,11 @@
 value), rows with speedups against the baseline, AUP per swept policy, the table and the frontier plot.
 
 Bench-specific columns come from the benchmark plug-in (``Benchmark.columns`` / ``extra_columns``).
+
+Replay rows (``dllm eval --replay``, one per cache x block schedule, flagged ``"replay": true``): the fewest
+forwards that reproduce ``lowconf``'s one-token-per-step output with that cache (``dllm.evals.runner``). They
+need that output first, so they are a reference point for NFE, not a decoding method: they have no wall-clock
+columns or intervals, take no part in the timing rounds or AUP's y_max, and the plot marks them apart.
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ from dllm.options import option_table
 
 #: the one-token-per-step baseline every report compares against
 BASELINE_POLICY = "lowconf"
+#: legend label of the replay rows on the frontier plot
+REPLAY_LABEL = "replay (1 tok/step output, fewest forwards)"
+_REPLAY_COLORS = ("black", "tab:red", "tab:purple", "tab:brown", "tab:gray")
 
 
 class _Run:
     def __init__(self, policy: str, options: dict[str, Any], cache: str, schedule: str, lengths: Any,
-                 baseline: bool = False, group: str = "", swept: bool = False) -> None:
+                 baseline: bool = False, group: str = "", swept: bool = False, replay: bool = False) -> None:
         self.policy, self.options, self.cache, self.schedule, self.lengths = policy, options, cache, schedule, lengths
-        self.baseline, self.group, self.swept = baseline, group, swept
+        self.baseline, self.group, self.swept, self.replay = baseline, group, swept, replay
 
     @property
     def label(self) -> str:
+        if self.replay:  # the cache always named: a replay is only meaningful with its cache
+            return " ".join(["replay", f"cache={self.cache}"] + [f"{k}={v}" for k, v in sorted(self.options.items())]
+                            + ([f"schedule={self.schedule}"] if self.schedule != "fixed" else []))
         parts = [self.policy]
         parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
         if self.cache != "none":
@@ -40,8 +51,9 @@ class _Run:
 
 def plan_runs(policies: list[str], options: dict[str, Any], cache: str | Sequence[str],
               schedule: str | Sequence[str], lengths: Lengths | None, baseline: bool,
-              sweep: tuple[str, list[Any]] | None) -> list[_Run]:
-    """The runs of one ``dllm eval`` call: the baseline, then each cache x schedule x policy (each sweep value).
+              sweep: tuple[str, list[Any]] | None, replay: bool = False) -> list[_Run]:
+    """The runs of one ``dllm eval`` call: the baseline, then each cache x schedule x policy (each sweep value),
+    then with ``replay`` one replay run per cache x schedule (``lowconf`` with the cache's and schedule's options).
     Every run gets the options its policy, cache and schedule accept; an option no run accepts is an error."""
     caches = [cache] if isinstance(cache, str) else list(cache)
     schedules = [schedule] if isinstance(schedule, str) else list(schedule)
@@ -64,6 +76,12 @@ def plan_runs(policies: list[str], options: dict[str, Any], cache: str | Sequenc
                         runs.append(_Run(policy, {**mine, sweep[0]: value}, c, s, lengths, group=group, swept=True))
                 else:
                     runs.append(_Run(policy, mine, c, s, lengths, group=group))
+    if replay:
+        for c in caches:
+            for s in schedules:
+                names = {k for k, (piece, _) in option_table(BASELINE_POLICY, c, s).items() if piece != "policy"}
+                mine = {k: v for k, v in options.items() if k in names}
+                runs.append(_Run(BASELINE_POLICY, mine, c, s, lengths, replay=True))
     unused = sorted(set(options) - used)
     if unused:
         raise DllmError(
@@ -76,10 +94,11 @@ def plan_runs(policies: list[str], options: dict[str, Any], cache: str | Sequenc
 
 
 def assign_lengths(runs: list[_Run], lengths: Lengths) -> list[_Run]:
-    """Give every run the resolved lengths (known once the model is loaded); the baseline decodes one token per
-    step (steps = gen_length)."""
+    """Give every run the resolved lengths (known once the model is loaded); the baseline and the replays' references
+    decode one token per step (steps = gen_length)."""
     for run in runs:
-        run.lengths = Lengths(lengths.gen_length, lengths.block_length, lengths.gen_length) if run.baseline else lengths
+        one = run.baseline or getattr(run, "replay", False)
+        run.lengths = Lengths(lengths.gen_length, lengths.block_length, lengths.gen_length) if one else lengths
     return runs
 
 
@@ -129,29 +148,35 @@ def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[
                  round_latencies: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     """Rows with speedups vs the baseline, plus AUP per policy when sweeping. ``round_latencies[i]`` are run i's
     wall times per interleaved round (``dllm eval`` times the runs round-robin); with them each row gets
-    ``speedup_time_interval``, a 95% bootstrap interval of its wall-clock speedup over rounds."""
+    ``speedup_time_interval``, a 95% bootstrap interval of its wall-clock speedup over rounds. Replay rows get
+    ``replay`` true, ``fallbacks`` and ``reference_mean_nfe``, and None for every wall-clock figure."""
     bench_obj, _ = get_benchmark(bench)
     primary = bench_obj.primary_metric
     base = next((s for r, s in zip(runs, summaries) if r.baseline), None)
     base_rounds = next((t for r, t in zip(runs, round_latencies or []) if r.baseline), None)
     rows = []
     for i, (run, s) in enumerate(zip(runs, summaries)):
+        replay = bool(getattr(run, "replay", False))
         interval = None
-        if base_rounds is not None and round_latencies is not None and not run.baseline:
+        if base_rounds is not None and round_latencies is not None and not run.baseline and not replay:
             interval = ratio_interval(base_rounds, round_latencies[i])
+        timed = base is not None and not replay
         rows.append({
             "label": run.label, "policy": run.policy, "options": run.options, "cache": run.cache,
             "block_schedule": run.schedule, "baseline": run.baseline, "group": run.group, "swept": run.swept,
-            "tag": s["tag"],
+            "replay": replay, "tag": s["tag"],
             "n": s["n"], "accuracy": s["accuracy"], "per_family": s.get("per_family"),
             "mean_nfe": s["mean_nfe"], "tpf": s["tpf"], "tokens_per_s": s["tokens_per_s"],
             "mean_latency_s": s["mean_latency_s"],
             "speedup_nfe": _ratio(base["mean_nfe"], s["mean_nfe"]) if base else None,
-            "speedup_time": _ratio(base["mean_latency_s"], s["mean_latency_s"]) if base else None,
+            "speedup_time": _ratio(base["mean_latency_s"], s["mean_latency_s"]) if timed else None,
             "speedup_time_interval": interval,
-            "speedup_throughput": _ratio(s["tokens_per_s"], base["tokens_per_s"]) if base else None,
+            "speedup_throughput": _ratio(s["tokens_per_s"], base["tokens_per_s"]) if timed else None,
             "summary": str(Path(s["records"]).with_suffix(".summary.json")),
         })
+        if replay:
+            rows[-1].update({"tokens_per_s": None, "mean_latency_s": None, "fallbacks": s.get("fallbacks"),
+                             "reference_mean_nfe": s.get("reference_mean_nfe")})
     report: dict[str, Any] = {"bench": bench, "model": model_name, "primary_metric": primary, "rows": rows,
                               "timing_rounds": len(base_rounds) if base_rounds is not None else None}
     if sweep_key is not None:
@@ -162,12 +187,13 @@ def build_report(bench: str, model_name: str, runs: list[_Run], summaries: list[
 
 def _aup(rows: list[dict], primary: str) -> tuple[dict[str, float | None], float]:
     """AUP (metrics.aup) per swept policy group over its (TPF, accuracy %) points, the baseline's point included;
-    y_max = best accuracy of all rows (the comparison group). Points with TPF 0 (nothing generated) are left out."""
+    y_max = best accuracy of all rows (the comparison group; replay rows are no method and not in it). Points with
+    TPF 0 (nothing generated) are left out."""
     import warnings
 
     from dllm.evals.metrics import aup
 
-    y_max = max(100 * r["accuracy"][primary] for r in rows)
+    y_max = max(100 * r["accuracy"][primary] for r in rows if not r.get("replay"))
     base = [r for r in rows if r["baseline"]]
     out: dict[str, float | None] = {}
     for group in dict.fromkeys(r["group"] for r in rows if r["swept"]):
@@ -206,7 +232,7 @@ def print_report(report: dict[str, Any]) -> None:
         cells += [_num(r["mean_nfe"], "{:.1f}"), _num(r["tpf"]), _num(r["tokens_per_s"], "{:.1f}"),
                   _num(r["mean_latency_s"], "{:.3f}"), _num(r["speedup_nfe"], "{:.2f}x"),
                   _num(r["speedup_time"], "{:.2f}x") + _interval(r.get("speedup_time_interval"))]
-        table.add_row(r["label"], *cells, style="dim" if r["baseline"] else None)
+        table.add_row(r["label"], *cells, style="dim" if r["baseline"] else "italic" if r.get("replay") else None)
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 200))
@@ -217,14 +243,23 @@ def print_report(report: dict[str, Any]) -> None:
         + (f"; runs timed round-robin in {report['timing_rounds']} rounds, \\[lo-hi] = 95% bootstrap interval of xtime "
            "over rounds" if report.get("timing_rounds") else "") + ".[/]"
     )
+    replays = [r for r in rows if r.get("replay")]
+    if replays:
+        falls = ", ".join(f"{r['label']} {r['fallbacks']} in {round(r['mean_nfe'] * r['n'])}" for r in replays)
+        console.print(
+            "[dim]replay cache=C = the fewest forwards that reproduce lowconf's one-token-per-step output with cache "
+            "C (same texts, so its accuracy is that decode's); it needs that output first, so it is a reference "
+            f"point, not a policy, and has no wall-clock time. Fallback forwards (reference token not the model's "
+            f"argmax): {falls}.[/]", highlight=False)
     if "aup" in report:
         console.print(f"AUP ({report['primary_metric']}, accuracy % vs TPF, y_max={report['aup_y_max']:.1f}):")
         for group, value in report["aup"].items():
             console.print(f"  {group}: {'-' if value is None else f'{value:.2f}'}", highlight=False)
 
 
-def plot_frontier(report: dict[str, Any], path: str) -> None:
-    """Accuracy (primary metric, %) vs TPF: one line per policy group, the baseline as a star."""
+def plot_frontier(report: dict[str, Any], path: str) -> Any:
+    """Accuracy (primary metric, %) vs TPF: one line per policy group, the baseline as a star, replay rows as
+    hollow diamonds (``REPLAY_LABEL``, with the cache when there are several). Returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,8 +268,9 @@ def plot_frontier(report: dict[str, Any], path: str) -> None:
     primary = report["primary_metric"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     rows = [r for r in report["rows"] if r["tpf"] is not None]
-    for group in dict.fromkeys(r["group"] for r in rows if not r["baseline"]):
-        members = sorted((r for r in rows if r["group"] == group and not r["baseline"]), key=lambda r: r["tpf"])
+    methods = [r for r in rows if not r["baseline"] and not r.get("replay")]
+    for group in dict.fromkeys(r["group"] for r in methods):
+        members = sorted((r for r in methods if r["group"] == group), key=lambda r: r["tpf"])
         xs = [r["tpf"] for r in members]
         ys = [100 * r["accuracy"][primary] for r in members]
         ax.plot(xs, ys, marker="o", label=group)
@@ -247,6 +283,11 @@ def plot_frontier(report: dict[str, Any], path: str) -> None:
         if r["baseline"]:
             ax.scatter([r["tpf"]], [100 * r["accuracy"][primary]], marker="*", s=160, color="black", label=r["label"],
                        zorder=3)
+    replays = [r for r in rows if r.get("replay")]
+    for k, r in enumerate(replays):
+        label = REPLAY_LABEL + (f" {r['label'].removeprefix('replay ')}" if len(replays) > 1 else "")
+        ax.scatter([r["tpf"]], [100 * r["accuracy"][primary]], marker="D", s=70, facecolors="none",
+                   edgecolors=_REPLAY_COLORS[k % len(_REPLAY_COLORS)], linewidths=1.5, label=label, zorder=3)
     accs = [100 * r["accuracy"][primary] for r in rows]
     if accs:
         ax.set_ylim(max(-3.0, min(accs) - 5), min(103.0, max(accs) + 5))
@@ -259,6 +300,7 @@ def plot_frontier(report: dict[str, Any], path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-__all__ = ["BASELINE_POLICY", "assign_lengths", "build_report", "ratio_interval", "plan_runs", "plot_frontier", "print_report"]
+__all__ = ["BASELINE_POLICY", "REPLAY_LABEL", "assign_lengths", "build_report", "ratio_interval", "plan_runs", "plot_frontier", "print_report"]

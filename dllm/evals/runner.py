@@ -21,6 +21,15 @@ the first end token, :meth:`GenerationOutput.generated_counts`), ``latency_s`` (
 ``policy`` and ``options``, plus bench extras (``family``/``target`` for synthetic, ``target``/``extracted`` for
 GSM8K, ``task_id``/``result`` for HumanEval).
 
+Replay rows (``replay=True``, ``dllm eval --replay``): per static batch, the samples are decoded with ``lowconf``
+one token per step (``steps = gen_length``, traced) with the run's cache and block schedule, then again with
+``dllm.samplers.oracle.replay_policy`` of that decode: the fewest forwards that reproduce the one-token-per-step
+output. The record's ``nfe`` is the replay's; it also holds ``reference_nfe`` and ``fallbacks`` (forwards that
+committed a reference token the model did not predict), and ``latency_s`` is null: the replay needs the answer
+first, so its wall time measures nothing. Its texts equal the reference's (checked per batch), so its accuracy is
+that of one-token-per-step decoding with that cache. The tag starts with ``replay`` and the run config carries
+``"replay": true``, so these records never mix with a ``lowconf`` run's.
+
 Data parallel: under ``torchrun`` (or ``accelerate launch``) every rank evaluates every ``world_size``-th pending
 sample and writes ``<tag>.rank<r>-of-<w>.jsonl``; after a barrier rank 0 merges the shards into ``<tag>.jsonl`` (in
 benchmark order) and writes the summary, which every rank returns. The process group is created on first use
@@ -40,6 +49,11 @@ from dllm.evals.distributed import broadcast, dist_state, gather_flags, init_dis
 from dllm.evals.metrics import summary as metrics_summary
 from dllm.evals.settings import Lengths, check_run, policy_tag, resolve_lengths, run_config
 from dllm.evals.store import ResultStore, config_fingerprint
+
+#: tag and record ``policy`` of replay runs (``evaluate(..., replay=True)``)
+REPLAY = "replay"
+#: the policy whose one-token-per-step output a replay run reproduces
+REPLAY_REFERENCE = "lowconf"
 
 TIMING_NOTE = (
     "latency_s per sample = wall time of its batched dllm.generate call (CUDA-synchronised; tokenisation, scoring "
@@ -120,6 +134,7 @@ def evaluate(
     progress: bool = True,
     warmup: bool = True,
     samples: Sequence[Sample] | None = None,
+    replay: bool = False,
     **bench_options: Any,
 ) -> dict[str, Any]:
     """Run ``policy`` (with ``policy_options``, which may also hold cache/schedule options such as ``refresh``) on
@@ -136,6 +151,11 @@ def evaluate(
     ``batch_size`` rows decode at once; with ``continuous`` (default: on CUDA, see ``api.default_continuous``) a
     finished row's slot takes the next sample at once (continuous batching, ``dllm/batching.py``; each call then holds :func:`call_size` samples), without
     it the samples run in static batches. Records do not depend on either (each row decodes as it would alone).
+
+    ``replay``: record the replay of ``lowconf`` one token per step instead (module docstring); ``policy`` must be
+    ``lowconf``, ``policy_options`` may hold only cache and schedule options, ``steps`` defaults to (and must
+    equal) ``gen_length``; batches are static (``continuous`` is ignored: the replay's targets are per batch).
+    The summary then also has ``replay`` (true), ``fallbacks`` and ``reference_mean_nfe``.
     """
     from dllm.api import generate
 
@@ -143,6 +163,10 @@ def evaluate(
     bench_opts = entry.validate(bench_options)
     options = dict(policy_options or {})
     lengths = resolve_lengths(model, bench, gen_length, block_length, steps)
+    if not isinstance(replay, bool):
+        raise DllmError(f"replay must be true or false, got {replay!r}")
+    if replay:
+        lengths = _replay_lengths(policy, options, cache, block_schedule, lengths, steps)
     check_run(policy, options, cache, block_schedule, lengths)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DllmError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -152,14 +176,18 @@ def evaluate(
         continuous = default_continuous(model)
     if not isinstance(continuous, bool):
         raise DllmError(f"continuous must be true or false, got {continuous!r}")
+    if replay:
+        continuous = False  # the replay policy holds one batch's targets
     if chat is None:
         chat = bench_obj.default_chat(model)
     if samples is None:
         samples = load_samples(model, bench, limit=limit, data=data, chat=chat, **bench_opts)
     check_fits(model, samples, lengths.gen_length)
-    tag = policy_tag(policy, options, cache, block_schedule, lengths)
+    tag = policy_tag(REPLAY if replay else policy, options, cache, block_schedule, lengths)
     config = run_config(model, bench, policy, options, cache=cache, block_schedule=block_schedule, lengths=lengths,
                         chat=chat, seed=seed, data=data, bench_options=bench_opts)
+    if replay:
+        config["replay"] = True  # only here, so the fingerprints of other runs are unchanged
     bench_dir = Path(out_dir) / bench
     main_path = bench_dir / f"{tag}.jsonl"
     order = {str(s.id): s.index for s in samples}
@@ -179,34 +207,51 @@ def evaluate(
     mine = todo[rank::world]
     store_path = main_path if world == 1 else bench_dir / f"{tag}.rank{rank}-of-{world}.jsonl"
 
-    def gen(prompts: list[list[int]]):
-        return generate(model, prompts, policy=policy, gen_length=lengths.gen_length,
+    def gen(prompts: list[list[int]], decoder: Any = policy, **extra: Any):
+        return generate(model, prompts, policy=decoder, gen_length=lengths.gen_length,
                         block_length=lengths.block_length, steps=lengths.steps, cache=cache,
                         block_schedule=block_schedule, seed=seed, stop_at_eos=True, batch_size=batch_size,
-                        continuous=continuous, **options)
+                        continuous=continuous, **extra, **options)
+
+    def decode(batch: list[Sample]) -> tuple[Any, dict[str, list]]:
+        """The batch's output and per-row extra record fields."""
+        prompts = [s.ids for s in batch]
+        if not replay:
+            return gen(prompts), {}
+        from dllm.samplers.oracle import fallback_counts, replay_policy
+
+        ref = gen(prompts, trace=True)  # one static batch: the batch holds at most batch_size rows
+        pol = replay_policy(ref)
+        out = gen(prompts, pol)
+        if out.texts != ref.texts:
+            bad = next(s.id for s, a, b in zip(batch, out.texts, ref.texts) if a != b)
+            raise DllmError(f"the replay of sample {bad!r} did not reproduce the one-token-per-step text; "
+                            "this is a bug in dllm.samplers.oracle")
+        return out, {"reference_nfe": [int(n) for n in ref.seq_nfe], "fallbacks": fallback_counts(pol)}
 
     error: BaseException | None = None
     try:
         with ResultStore(store_path, config) as store:
             mine = [s for s in mine if s.id not in store]
-            if mine and warmup:
+            if mine and warmup and not replay:  # a replay's time is not reported
                 _warmup(model, mine[0], (bench, tag, json.dumps(config, sort_keys=True, default=str)), gen)
             bar = progress_bar(progress and rank == 0, f"{bench} {tag}", len(mine), world)
             with bar:
                 size = call_size(batch_size, continuous)
                 for start in range(0, len(mine), size):
                     batch = mine[start:start + size]
-                    out = gen([s.ids for s in batch])
+                    out, more = decode(batch)
                     texts = out.texts or [""] * len(batch)
                     counts = out.generated_counts()
-                    per_row = out.elapsed / len(batch)
+                    per_row = None if replay else out.elapsed / len(batch)
                     for i, s in enumerate(batch):
                         scores, extras = bench_obj.score(s, texts[i], **bench_opts)
                         store.append({
                             "id": s.id, "index": s.index, "prompt": s.prompt, "completion": texts[i],
                             "postprocessed": extras.pop("postprocessed"), "scores": scores,
                             "nfe": int(out.seq_nfe[i]), "gen_tokens": int(counts[i]), "latency_s": per_row,
-                            "policy": policy, "options": dict(sorted(options.items())), **s.extra, **extras,
+                            "policy": REPLAY if replay else policy, "options": dict(sorted(options.items())),
+                            **{k: v[i] for k, v in more.items()}, **s.extra, **extras,
                         })
                     bar.advance(len(batch))
     except BaseException as exc:  # noqa: BLE001 - a failing rank must not leave the others waiting forever
@@ -251,8 +296,30 @@ def _summarize(bench_obj: Benchmark, bench: str, tag: str, policy: str, options:
     out.update({k: base[k] for k in ("total_tokens", "total_nfe", "mean_nfe", "tpf", "total_latency_s",
                                      "mean_latency_s", "tokens_per_s")})
     out["timing"] = TIMING_NOTE
+    if config.get("replay"):
+        out["replay"] = True
+        out["fallbacks"] = sum(int(r["fallbacks"]) for r in recs)
+        out["reference_mean_nfe"] = sum(int(r["reference_nfe"]) for r in recs) / len(recs)
+        out["timing"] = "replay: no wall time (it needs the one-token-per-step output first)"
     out["records"] = str(path)
     return out
+
+
+def _replay_lengths(policy: str, options: Mapping[str, Any], cache: str, block_schedule: str, lengths: Lengths,
+                    steps: int | None) -> Lengths:
+    """A replay run's lengths (steps = gen_length), after refusing what would not decode one token per step."""
+    from dllm.options import route_options
+
+    if policy != REPLAY_REFERENCE:
+        raise DllmError(f"replay reproduces {REPLAY_REFERENCE}'s one-token-per-step output; got policy {policy!r}")
+    routed = route_options(policy, cache, block_schedule, options)
+    if routed.policy:
+        raise DllmError(f"replay decodes its reference with plain {REPLAY_REFERENCE}; policy option "
+                        f"{sorted(routed.policy)[0]!r} does not apply (cache and schedule options do)")
+    if steps is not None and steps != lengths.gen_length:
+        raise DllmError(f"replay decodes its reference one token per step: steps must equal gen_length "
+                        f"{lengths.gen_length}, got {steps}")
+    return Lengths(lengths.gen_length, lengths.block_length, lengths.gen_length)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -303,7 +370,7 @@ def progress_bar(show: bool, description: str, total: int, world: int = 1) -> An
 
 
 __all__ = [
-    "CONTINUOUS_BATCHES", "Lengths", "Sample", "call_size",
+    "CONTINUOUS_BATCHES", "REPLAY", "REPLAY_REFERENCE", "Lengths", "Sample", "call_size",
     "check_fits", "evaluate", "progress_bar", "load_samples", "resolve_lengths", "policy_tag", "check_run", "run_config",
     "init_distributed", "dist_state",
 ]
