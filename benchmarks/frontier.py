@@ -250,9 +250,9 @@ def verdict(summary: list[dict]) -> str:
 def plot(report: dict, path: str, title: str) -> None:
     """``plot_frontier`` (accuracy vs TPF, baseline star, replay diamonds) with each policy's default point ringed,
     the legend outside the axes and the figure kept small."""
-    from dllm.evals.report import plot_frontier
-
     import matplotlib
+
+    from dllm.evals.report import plot_frontier
 
     fig = plot_frontier({**report, "sweep_key": None}, path)  # knobs differ per policy: no value labels
     ax = fig.axes[0]
