@@ -18,3 +18,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The shipped ``tiny-llada`` (loaded once per module)."""
+    import dllm
+
+    return dllm.load_model("tiny-llada")

@@ -145,14 +145,6 @@ GEN = 16
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield dllm.load_model("tiny-llada")
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def prompts(tiny):
     # 10 examples of each of the 6 synthetic families; prompts as the synthetic bench feeds them (no chat)
     return [tiny.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in load_split("test", 10)]

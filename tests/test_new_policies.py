@@ -354,11 +354,6 @@ def test_klass_rederived(seed):
 # The shipped tiny model: batch == single
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return dllm.load_model("tiny-llada")
-
-
 @pytest.mark.parametrize("policy", ["ebsampler", "localleap", "klass"])
 @pytest.mark.parametrize("block_length", [4, 8])
 def test_batch_equals_single_on_tiny(tiny, policy, block_length):

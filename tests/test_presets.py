@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import dllm
 from dllm.errors import DllmError
@@ -25,14 +24,6 @@ MIXED = Preset("threshold", {"threshold": 0.5, "eotp": "reference"}, cache="dual
                block_schedule="adaptive", schedule_options=SCHEDULE)
 MIXED_PARTS = dict(policy="threshold", threshold=0.5, eotp="reference", cache="dual", vicinity=1,
                    block_schedule="adaptive", **SCHEDULE)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield dllm.load_model("tiny-llada")
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

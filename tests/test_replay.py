@@ -118,11 +118,6 @@ def test_scripted_random_model_every_block_layout():
     assert total_fallbacks > 0  # the fallback path ran
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return dllm.load_model("tiny-llada")
-
-
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual", "delayed"])
 def test_tiny_llada_every_cache(tiny, cache):
     from dllm.evals.synthetic import load_split
