@@ -34,6 +34,7 @@ class TraceStep:
     proposed: Tensor  #: [B, W] long: the policy's token for each position
     confidence: Tensor  #: [B, W] float32 (-inf off candidates)
     committed: Tensor  #: [B, W] bool
+    remasked: Tensor | None = None  #: [B, W] bool: decided positions set back to the mask (revocable policies)
 
 
 @dataclass
@@ -53,12 +54,15 @@ class Trace:
         return out
 
     def commit_step(self) -> Tensor:
-        """[B, gen_length]: the step index at which each position was committed (-1 if never)."""
+        """[B, gen_length]: the step index at which each position was committed (-1 if never); a position a
+        revocable policy remasked counts from its last commit."""
         b = self.steps[0].committed.shape[0] if self.steps else 0
         out = torch.full((b, self.gen_length), -1, dtype=torch.long)
         for s in self.steps:
             c = self.to_generation_coords(s.committed, s.window_start, False)
             out[c & (out < 0)] = s.step
+            if s.remasked is not None:
+                out[self.to_generation_coords(s.remasked, s.window_start, False)] = -1
         return out
 
 
@@ -285,6 +289,16 @@ def denoise(
             window = canvas[:, win]  # a view: writing it writes the canvas
             window[commit] = decision.tokens[commit]
             undecided[:, win] &= ~commit
+            remask = decision.remask
+            if remask is not None:  # a revocable policy (docs/design.md#remasking); None for every other policy
+                in_block_w = (wcols >= block_start[:, None]) & (wcols < block_end[:, None])
+                keep = active if decision.finish is None else active & ~decision.finish
+                remask = remask & in_block_w & ~und_w & keep[:, None]  # decided before this step, in the block
+                # loop guard (net progress): after its k-th step in a block a row keeps >= k of its positions decided
+                left = (in_block_w & ~undecided[:, win] & ~remask).sum(-1)
+                remask &= (left > step)[:, None]
+                window[remask] = special.mask
+                undecided[:, win] |= remask
 
             if record is not None:
                 record.steps.append(TraceStep(
@@ -292,6 +306,7 @@ def denoise(
                     block_end=block_end.cpu().clone(), candidates=cand.cpu(), proposed=decision.tokens.cpu(),
                     confidence=(decision.confidence if decision.confidence is not None
                                 else torch.full(cand.shape, float("nan"))).float().cpu(), committed=commit.cpu(),
+                    remasked=None if remask is None else remask.cpu(),
                 ))
 
             finished = ~undecided[:, gen_start:].any(-1)

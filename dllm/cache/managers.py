@@ -287,7 +287,7 @@ class DualCache(KVStoreCache):
 class DelayedCache(KVStoreCache):
     """dKV-Cache-Decode (docs/methods.md#dkv-cache): a position's K/V are cached one step after it is committed,
     i.e. from the first forward in which it appears as its decided token; masked positions are never served from
-    the cache.
+    the cache, also not a position a revocable policy set back to the mask after it was cached.
 
     Every forward of a row marks the positions that were decided (not ``mask_id``) in its input canvas as
     cached: a token committed at step t is recomputed at t+1 and reused from t+2 on. Cached steps run the
@@ -314,6 +314,12 @@ class DelayedCache(KVStoreCache):
             self.full_steps = torch.ones(1, dtype=torch.long, device=key_mask.device)
         #: [B, L] positions whose stored K/V were computed with their decided token (padding counts as cached)
         self.cached = ~key_mask.clone()
+
+    def _window_logits(self, canvas, active, block_start, block_end, window):
+        # A revocable policy (WINO) may have set a decided position back to the mask since the last forward: its
+        # stored K/V belong to the revoked token, so it is fresh again. A no-op for every other policy.
+        self.cached &= (canvas != self.model.mask_id) | ~self.key_mask
+        return super()._window_logits(canvas, active, block_start, block_end, window)
 
     def _fresh(self, ridx, block_start, block_end):
         return ~self.cached[ridx]

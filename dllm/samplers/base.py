@@ -9,7 +9,10 @@ A policy is composed of small pieces, in the spirit of Hugging Face's ``LogitsPr
 * ``LogitsProcessor`` - rewrites logits before scoring (e.g. CreditDecoding's trace credits);
 * ``Scorer``        - proposes a token and a confidence per eligible position (prob, margin, entropy, random);
 * ``Selector``      - turns confidences into a commit mask (fixed quota, threshold, factor, Dream schedule);
-* ``Modifier``      - edits the decision afterwards (early commit, end-of-text prediction).
+* ``Modifier``      - edits the decision afterwards (early commit, end-of-text prediction, WINO's remasking).
+
+A decision commits positions and, for a revocable policy, may also remask positions it committed earlier
+(``Decision.remask``); every other policy leaves ``remask`` at ``None`` and its decisions are final.
 
 State that must survive between steps lives in a ``PolicyState`` (tensors indexed by row), created per
 ``generate`` call, so nothing leaks across prompts or between rows of a batch.
@@ -72,6 +75,11 @@ class Decision:
     tokens: Tensor  #: [B, W] long (read where ``commit``)
     confidence: Tensor | None = None  #: [B, W] for traces
     finish: Tensor | None = None  #: [B] bool: row is complete, fill its remaining positions with EOS
+    #: [B, W] bool, revocable policies (WINO): positions to set back to the mask token after this step's commits.
+    #: The engine keeps only positions of the row's current block decided before this step, and drops a row's
+    #: remasks for the step when they would leave fewer of its block's positions decided than the row has taken
+    #: steps in the block (the loop guard, docs/design.md#remasking)
+    remask: Tensor | None = None
 
 
 @dataclass
