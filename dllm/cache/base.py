@@ -92,3 +92,28 @@ class NoCache(CacheManager):
 
     def _window_logits(self, canvas, active, block_start, block_end, window):
         return scatter_rows(self.full_forward(canvas, active, window), active, canvas.shape[0])
+
+
+class ManagerWrapper:
+    """Base of a manager a policy wraps around the engine's (``wrap_cache``, e.g. FreeDave's drafts, WINO's
+    shadows): ``name``, ``model``, ``calls`` and ``nfe`` are the inner manager's, ``stats`` is the inner one's plus
+    :meth:`extra_stats`. Subclasses implement ``logits`` (and whatever else the engine calls)."""
+
+    def __init__(self, inner: CacheManager) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+
+    @property
+    def calls(self) -> int:
+        return self.inner.calls
+
+    @property
+    def nfe(self) -> Tensor:
+        return self.inner.nfe
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.inner.stats(), **self.extra_stats()}
+
+    def extra_stats(self) -> dict[str, Any]:
+        return {}

@@ -70,6 +70,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dllm.cache.base import ManagerWrapper
 from dllm.cache.managers import KVStoreCache
 from dllm.errors import DllmError
 from dllm.registry import Option
@@ -128,15 +129,14 @@ class Drafts:
     logits: Tensor  #: [N, W, V]
 
 
-class Drafter:
+class Drafter(ManagerWrapper):
     """The cache manager FreeDave's engine sees: the engine's own manager for the canvas plus a second manager of
     the same kind, ``draft_steps - 1`` rows per batch row, for the drafts. ``calls``, ``nfe`` and the forward
     counters are the engine manager's; ``stats`` adds the draft counters."""
 
     def __init__(self, inner: Any, cache_factory: Any, extra: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.extra = extra
-        self.name = inner.name
         b, length = inner.key_mask.shape
         device = inner.key_mask.device
         self.drafts = cache_factory(inner.key_mask.repeat_interleave(extra, 0),
@@ -161,14 +161,6 @@ class Drafter:
         self.accepted = torch.zeros(b, dtype=torch.long)
 
     # --- what the engine reads of a cache manager ------------------------------------------------------
-    @property
-    def calls(self) -> int:
-        return self.inner.calls
-
-    @property
-    def nfe(self) -> Tensor:
-        return self.inner.nfe
-
     def stats(self) -> dict[str, Any]:
         out = dict(self.inner.stats())
         nfe = self.inner.nfe.tolist()

@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dllm.cache.base import NoCache, scatter_rows
+from dllm.cache.base import ManagerWrapper, NoCache, scatter_rows
 from dllm.cache.managers import KVStoreCache
 from dllm.errors import DllmError
 from dllm.registry import Option
@@ -95,16 +95,14 @@ class WideIn:
         return take | (most_confident(conf) & (count == 0)[:, None])
 
 
-class ShadowVerifier:
+class ShadowVerifier(ManagerWrapper):
     """The cache manager ``wino``'s engine sees: the engine's own manager (``none`` or a ``KVStoreCache``) plus
     the shadow pass. ``logits`` runs the step's forward and keeps where its keys/values are; ``verify`` runs the
     shadows of some rows against them. ``calls``, ``nfe`` and the forward counters are the inner manager's;
     ``stats`` adds ``shadow_calls``, ``shadow_positions`` and ``remasked`` (per row)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.model = inner.model
+        super().__init__(inner)
         b = inner.key_mask.shape[0]
         self.kv: tuple[list[Tensor], list[Tensor]] | None = None  #: per layer [R, Hkv, L, D] of the last forward
         self.kv_row = torch.arange(b, device=inner.key_mask.device)  #: [B] row of ``kv`` holding each batch row
@@ -112,17 +110,9 @@ class ShadowVerifier:
         self.shadow_positions = torch.zeros(b, dtype=torch.long)
         self.remasked = torch.zeros(b, dtype=torch.long)
 
-    @property
-    def calls(self) -> int:
-        return self.inner.calls
-
-    @property
-    def nfe(self) -> Tensor:
-        return self.inner.nfe
-
-    def stats(self) -> dict[str, Any]:
-        return {**self.inner.stats(), "shadow_calls": self.shadow_calls,
-                "shadow_positions": self.shadow_positions.tolist(), "remasked": self.remasked.tolist()}
+    def extra_stats(self) -> dict[str, Any]:
+        return {"shadow_calls": self.shadow_calls, "shadow_positions": self.shadow_positions.tolist(),
+                "remasked": self.remasked.tolist()}
 
     def logits(self, canvas: Tensor, active: Tensor, block_start: Tensor, block_end: Tensor,
                window: tuple[int, int]) -> Tensor:
