@@ -131,3 +131,16 @@ def content_script(vocab_size: int, seed: int = 0, sharpness: float = 4.0, eos_a
         return logits
 
     return script
+
+
+def run_scripted(model: "ScriptedLM", policy: str, prompts: list[list[int]], **kw):
+    """Decode ``prompts`` with ``policy`` on a scripted model from its first step (gen and block length default to
+    the script's, ``stop_at_eos`` off, traced). Returns (output, commit step per position as nested lists)."""
+    import dllm
+
+    model.reset()
+    kw.setdefault("gen_length", model.gen_length)
+    kw.setdefault("block_length", model.gen_length)
+    kw.setdefault("stop_at_eos", False)
+    out = dllm.generate(model, prompts, policy=policy, trace=True, **kw)
+    return out, out.trace.commit_step().tolist()

@@ -48,11 +48,8 @@ KV_CACHES = ("prefix", "dual", "delayed")
 
 
 @pytest.fixture(scope="module")
-def llada():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield dllm.load_model("tiny-llada", device="cpu")
-    torch.set_num_threads(threads)
+def llada(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from fake_model import NEG, ScriptedLM, content_script, dist, gap, peaked
+from fake_model import NEG, ScriptedLM, content_script, dist, gap, peaked, run_scripted
 
 import dllm
 from dllm.errors import DllmError
@@ -25,12 +25,8 @@ PROMPT = [7, 8, 9]
 
 
 def run(model, policy, prompts=None, **kw):
-    model.reset()
-    kw.setdefault("gen_length", model.gen_length)
-    kw.setdefault("block_length", model.gen_length)
-    kw.setdefault("stop_at_eos", False)
-    out = dllm.generate(model, prompts or [PROMPT], policy=policy, trace=True, **kw)
-    return out, out.trace.commit_step()[0].tolist()
+    out, steps = run_scripted(model, policy, prompts or [PROMPT], **kw)
+    return out, steps[0]
 
 
 def scripted(*calls):

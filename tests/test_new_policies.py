@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from fake_model import MASK, NEG, ScriptedLM, dist, peaked
+from fake_model import MASK, NEG, ScriptedLM, dist, peaked, run_scripted
 
 import dllm
 from dllm.errors import DllmError
@@ -21,11 +21,7 @@ PROMPT = [7, 8, 9]
 
 
 def run(model, policy, prompts=None, **kw):
-    model.reset()
-    kw.setdefault("gen_length", model.gen_length)
-    kw.setdefault("block_length", model.gen_length)
-    out = dllm.generate(model, prompts or [PROMPT], policy=policy, trace=True, stop_at_eos=False, **kw)
-    return out, out.trace.commit_step().tolist()
+    return run_scripted(model, policy, prompts or [PROMPT], **kw)
 
 
 def rows(*cols):

@@ -254,11 +254,8 @@ def test_the_loop_guard_keeps_net_progress():
 
 
 @pytest.fixture(scope="module")
-def llada():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield dllm.load_model("tiny-llada", device="cpu")
-    torch.set_num_threads(threads)
+def llada(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")
