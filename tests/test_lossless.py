@@ -201,11 +201,43 @@ def test_tiny_batch_equals_single(tiny, prompts, cache):
             assert batch.cache_stats[key][i] == one.cache_stats[key][0]
 
 
-def test_continuous_batching_gives_the_same_tokens(tiny, prompts):
-    kw = dict(policy="freedave", gen_length=GEN, block_length=4)
-    few = prompts[:6]
-    alone = [dllm.generate(tiny, [p], **kw) for p in few]
-    slotted = dllm.generate(tiny, few, batch_size=2, **kw)  # freedave runs static batches (its own cache rows)
+def test_continuous_batching_falls_back_to_static_batches(tiny, prompts, monkeypatch):
+    """``continuous=True`` with freedave: its drafts wrap the engine's manager (``ManagerWrapper``, per-row state
+    the batching module cannot reset), so the engine runs consecutive static batches instead of refilling slots
+    (dllm/batching.py, Quirk). Pinned: the fallback is taken (``_static_batches`` called from the continuous path,
+    no slot refilled), and it gives the tokens, ``seq_nfe`` and batched forwards of ``continuous=False``, each
+    prompt as alone."""
+    import dllm.engine as engine
+
+    kw = dict(policy="freedave", gen_length=GEN, block_length=4, batch_size=2)
+    few = prompts[::10]  # one prompt of each family: rows finish after different numbers of forwards
+    fallbacks: list[int] = []  # prompts per _static_batches call
+    refills: list[int] = []  # rows refilled per refill
+    real_static, real_reset = engine._static_batches, engine.reset_policy_rows
+
+    def static_spy(model, prompts, *args, **kwargs):
+        fallbacks.append(len(prompts))
+        return real_static(model, prompts, *args, **kwargs)
+
+    def reset_spy(policy, state, rows):
+        refills.append(int(rows.sum()))
+        return real_reset(policy, state, rows)
+
+    monkeypatch.setattr(engine, "_static_batches", static_spy)
+    monkeypatch.setattr(engine, "reset_policy_rows", reset_spy)
+    # the spies see a refilling policy refill: 6 prompts in 2 slots -> the last 4 join through refills
+    dllm.generate(tiny, few, policy="threshold", gen_length=GEN, block_length=4, batch_size=2, continuous=True)
+    assert fallbacks == [] and sum(refills) == len(few) - 2
+    refills.clear()
+    slotted = dllm.generate(tiny, few, continuous=True, **kw)
+    assert fallbacks == [len(few)] and refills == []  # the wrapped manager's fallback, no slot refilled
+    fallbacks.clear()
+    static = dllm.generate(tiny, few, continuous=False, **kw)
+    assert fallbacks == [len(few)]
+    assert len(set(static.seq_nfe)) > 1, "rows should finish after different numbers of forwards"
+    assert slotted.nfe == static.nfe and slotted.seq_nfe == static.seq_nfe
+    assert slotted.tokens.tolist() == static.tokens.tolist()
+    alone = [dllm.generate(tiny, [p], policy="freedave", gen_length=GEN, block_length=4) for p in few]
     assert slotted.tokens.tolist() == [o.tokens[0].tolist() for o in alone]
     assert slotted.seq_nfe == [o.seq_nfe[0] for o in alone]
 
