@@ -301,3 +301,41 @@ def test_a_changed_option_default_does_not_resume_old_records(model, tmp_path, m
     monkeypatch.setattr(settings, "option_table", new_default)
     with pytest.raises(DllmError, match="different run config.*threshold.*0.9.*0.8"):
         runner.evaluate(model, "synthetic", "threshold", {}, limit=1, out_dir=out, progress=False)
+
+
+def test_a_changed_preset_expansion_does_not_resume_old_records(model, tmp_path, monkeypatch):
+    """A preset's records store what it expanded to (policy, cache, block schedule), not only its name and the
+    caller's ``none``/``fixed``: a release whose preset switches from the prefix to the dual cache (same option
+    names and defaults, so ``defaults`` alone cannot tell) refuses the old records in one line."""
+    from dllm.evals import settings
+    from dllm.samplers.registry import PRESETS, Preset
+
+    def preset(cache: str) -> None:
+        if "fptest" in PRESETS:
+            PRESETS.remove("fptest")
+        PRESETS.add("fptest", "test preset", lambda: Preset("threshold", {"threshold": 0.9}, cache=cache))
+
+    out = tmp_path / "out"
+    try:
+        preset("prefix")
+        runner.evaluate(model, "synthetic", "fptest", {}, limit=1, out_dir=out, progress=False)
+        counter = CountingGenerate(monkeypatch)
+        runner.evaluate(model, "synthetic", "fptest", {}, limit=1, out_dir=out, progress=False)
+        assert counter.prompts == []  # the same expansion resumes: nothing decoded again
+        cfg = {}
+        for cache in ("prefix", "dual"):
+            preset(cache)
+            cfg[cache] = settings.run_config(model, "synthetic", "fptest", {}, cache="none", block_schedule="fixed",
+                                             lengths=Lengths(16, 16, 16), chat=False, seed=0, data=None, bench_options={})
+        assert cfg["prefix"]["defaults"] == cfg["dual"]["defaults"]  # the hole: only the expansion differs
+        assert cfg["dual"]["expanded"] == {"policy": "threshold", "cache": "dual", "block_schedule": "fixed"}
+        with pytest.raises(DllmError, match=r"different run config \(expanded: .*'prefix'.* -> .*'dual'"):
+            runner.evaluate(model, "synthetic", "fptest", {}, limit=1, out_dir=out, progress=False)
+        assert counter.prompts == []
+    finally:
+        if "fptest" in PRESETS:
+            PRESETS.remove("fptest")
+    # a plain policy's config has no expansion: the fingerprints of existing non-preset runs are unchanged
+    plain = settings.run_config(model, "synthetic", "threshold", {}, cache="none", block_schedule="fixed",
+                                lengths=Lengths(16, 16, 16), chat=False, seed=0, data=None, bench_options={})
+    assert "expanded" not in plain

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from dllm.errors import DllmError
 from dllm.evals.bench import get_benchmark
-from dllm.options import check_configuration, option_table
+from dllm.options import check_configuration, option_table, preset_of, resolve_preset
 from dllm.samplers.registry import make_schedule
 
 #: bump when records or summaries change meaning (part of the fingerprint)
@@ -99,7 +99,8 @@ def run_config(model: Any, bench: str, policy: str, options: Mapping[str, Any], 
                lengths: Lengths, chat: bool, seed: int, data: str | os.PathLike | None,
                bench_options: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that changes a run's per-sample results (the store's fingerprint). Not included: limit and
-    batch size (each row decodes as it would alone), the device index."""
+    batch size (each row decodes as it would alone), the device index. A preset's run also stores its expansion
+    (``expanded``: policy, cache, block schedule)."""
     bench_obj, _ = get_benchmark(bench)
     name = str(getattr(model, "name_or_path", ""))
     if name and os.path.isdir(name):
@@ -127,6 +128,13 @@ def run_config(model: Any, bench: str, policy: str, options: Mapping[str, Any], 
         "seed": seed,
         "stop_at_eos": True,
     }
+    if preset_of(policy) is not None:
+        # a preset is stored by name with the caller's cache and schedule (``none``/``fixed`` keep the preset's),
+        # and ``defaults`` holds only option values: what it expands to is stored too, so a release that changes a
+        # preset's policy, cache or schedule refuses the records of the old one. Only for presets, so the
+        # fingerprints of other runs are unchanged.
+        expanded = resolve_preset(policy, cache, block_schedule)
+        cfg["expanded"] = dict(zip(("policy", "cache", "block_schedule"), expanded[:3]))
     cfg.update(bench_obj.data_fingerprint(data, bench_options))
     return cfg
 
