@@ -9,9 +9,13 @@ What is pinned:
 * on a scripted model whose rows need 1 to 8 forwards: the exact sequence of batched forwards (which prompt sits
   in which slot, refill in prompt order, lowest free slot first), the total NFE against static batches, and the
   per-row no-progress guard;
+* which path each policy takes (spies on the engine's refill and static-batches fallback): every refilling
+  policy refills a slot for each prompt beyond the first batch and saves batched forwards on the ragged rows;
+  ``freedave`` and ``wino`` (pieces that wrap the cache manager) take the documented static-batches fallback;
 * a cache manager that does not declare per-row state runs static batches (same tokens, no refill);
 * options: one-line errors; the eval runner's records do not depend on ``continuous`` and it groups the samples
-  into ``call_size`` calls; ``dllm eval --no-continuous`` reaches the runner.
+  into ``call_size`` calls; ``dllm eval --continuous/--no-continuous`` reach the runner, and without a flag it
+  passes the model's default (static on a CPU, continuous when the loaded model reports CUDA).
 """
 
 from __future__ import annotations
@@ -76,15 +80,63 @@ def _check_matches_alone(model, prompts, **kw) -> Any:
     return out
 
 
+#: policies whose pieces wrap the engine's cache manager (``wrap_cache``: FreeDave's drafts, WINO's shadows): the
+#: wrapper's per-row state is unknown to the batching module, so ``continuous=True`` runs static batches
+STATIC_FALLBACK = {"freedave", "wino"}
+
+
+class _Spies:
+    """Counts what the engine does with slots: prompts per static-batches fallback call, rows per refill."""
+
+    def __init__(self, monkeypatch) -> None:
+        import dllm.engine as engine
+
+        self.fallbacks: list[int] = []
+        self.refills: list[int] = []
+        real_static, real_reset = engine._static_batches, engine.reset_policy_rows
+
+        def static(model, prompts, *args, **kwargs):
+            self.fallbacks.append(len(prompts))
+            return real_static(model, prompts, *args, **kwargs)
+
+        def reset(policy, state, rows):
+            self.refills.append(int(rows.sum()))
+            return real_reset(policy, state, rows)
+
+        monkeypatch.setattr(engine, "_static_batches", static)
+        monkeypatch.setattr(engine, "reset_policy_rows", reset)
+
+    def clear(self) -> None:
+        self.fallbacks.clear()
+        self.refills.clear()
+
+
+def test_the_static_fallback_policies_are_the_ones_that_wrap_the_manager():
+    wrapping = {name for name in dllm.policies()
+                if any(hasattr(piece, "wrap_cache") for piece in make_policy(name, **POLICY_OPTIONS.get(name, {})).pieces())}
+    assert wrapping == STATIC_FALLBACK
+
+
 @pytest.mark.parametrize("cell", POLICY_CELLS, ids=[c[0] for c in POLICY_CELLS])
-def test_every_policy_matches_each_prompt_alone(llada, cell):
-    _, policy, opts = cell
+def test_every_policy_matches_each_prompt_alone(llada, cell, monkeypatch):
+    name, policy, opts = cell
     prompts = _prompts(llada)
+    spies = _Spies(monkeypatch)
     out = _check_matches_alone(llada, prompts, policy=policy, gen_length=GEN, block_length=BLOCK, steps=STEPS, **opts)
+    fallbacks, refills = list(spies.fallbacks), list(spies.refills)
+    spies.clear()
     static = dllm.generate(llada, prompts, policy=policy, gen_length=GEN, block_length=BLOCK, steps=STEPS,
                            batch_size=BATCH, continuous=False, **opts)
+    assert spies.refills == [] and spies.fallbacks == [len(prompts)]
     assert torch.equal(static.tokens, out.tokens) and static.seq_nfe == out.seq_nfe
-    assert out.nfe <= static.nfe  # never more batched forwards than static batches
+    assert len(set(out.seq_nfe)) > 1, "rows should finish after different numbers of forwards"
+    if policy in STATIC_FALLBACK:  # the documented fallback: static batches, no slot refilled, static's forwards
+        assert fallbacks == [len(prompts)] and refills == [], name
+        assert out.nfe == static.nfe
+    else:  # 12 prompts, 4 slots: the other 8 each join by refilling a freed slot, no static batch
+        assert fallbacks == [] and sum(refills) == len(prompts) - BATCH, name
+        # a refilled slot no longer waits for its batch's slowest row: on these ragged rows every cell saves forwards
+        assert out.nfe < static.nfe, name
 
 
 @pytest.mark.parametrize("cache", KV_CACHES)
@@ -297,7 +349,8 @@ def test_runner_records_do_not_depend_on_continuous(llada, tmp_path, monkeypatch
     assert runner.call_size(16, True) == 16 * runner.CONTINUOUS_BATCHES and runner.call_size(16, False) == 16
 
 
-def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
+def _cli_continuous(monkeypatch, tmp_path, capsys, cases) -> None:
+    """Run ``dllm eval`` with each (flag, expected continuous) case and check what the runner received."""
     from dllm.cli.app import main
     from dllm.evals import runner
 
@@ -309,7 +362,7 @@ def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
         return real(*args, **kw)
 
     monkeypatch.setattr(runner, "evaluate", spy)
-    for flag, want in (("--no-continuous", False), ("--continuous", True), (None, False)):  # CPU default: static
+    for flag, want in cases:
         seen.clear()
         args = ["eval", "--bench", "synthetic", "--policy", "threshold", "--limit", "1", "--no-baseline",
                 "--no-progress", "--batch-size", "4", "--out", str(tmp_path / str(flag))] + ([flag] if flag else [])
@@ -318,6 +371,31 @@ def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
         except SystemExit as exc:
             assert not exc.code, capsys.readouterr().err
         assert seen and set(seen) == {want}, flag
+
+
+def test_cli_flag_reaches_the_runner(monkeypatch, tmp_path, capsys):
+    _cli_continuous(monkeypatch, tmp_path, capsys,
+                    (("--no-continuous", False), ("--continuous", True), (None, False)))  # CPU default: static
+
+
+def test_cli_default_on_cuda_is_continuous(monkeypatch, tmp_path, capsys):
+    """The CLI asks ``default_continuous`` about the model it loaded; here that model reports a CUDA device (the
+    decode itself stays on the CPU), so the runner gets ``continuous=True`` unless ``--no-continuous``."""
+    from types import SimpleNamespace
+
+    import dllm.api
+
+    asked = []
+    real = dllm.api.default_continuous
+
+    def as_if_cuda(model):
+        asked.append(model)
+        assert real(model) is False  # the loaded model really is on the CPU
+        return real(SimpleNamespace(device=torch.device("cuda")))
+
+    monkeypatch.setattr(dllm.api, "default_continuous", as_if_cuda)
+    _cli_continuous(monkeypatch, tmp_path, capsys, ((None, True), ("--no-continuous", False)))
+    assert len(asked) == 1 and isinstance(asked[0], dllm.DiffusionLM)  # only the flagless run asks; with the loaded model
 
 
 def test_default_is_continuous_on_cuda_and_static_on_a_cpu(llada):
