@@ -9,11 +9,16 @@
 #   3. the compiled-path equality check: tests/test_compiled.py (real CUDA graphs on the tiny models, float32 and
 #      bf16, both kernel paths) and the e2e smoke test -> compiled.txt
 #   4. benchmarks/kernels.py, Triton vs PyTorch per kernel -> kernels.txt
+#   5. continuous vs static batching on the device: scripts/check_continuous.py (tiny LLaDA every cache, tiny Dream
+#      none/dual, bf16 and fp32; tokens and seq_nfe per prompt, then each prompt alone) -> continuous.json,
+#      continuous.txt; the results file's "continuous_identical" says identical in every cell (true), different
+#      in one (false) or not checked to the end (null)
 #   Then everything is gathered into one results file, $OUT/gpu_session.json, and copied to
 #   $RESULTS_DIR (default benchmarks/results/) as gpu_session-<date>-<device>.json. Each step has its own time
-#   limit (E2E_SECONDS, COMPILE_SECONDS, CHECK_SECONDS, KERNEL_SECONDS; 0 skips a step); the defaults add up
-#   to 9 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
-#   COMPILE_SECONDS=0 (torch.compile takes minutes on a small CPU; set it to try), kernels.py's interpreter check.
+#   limit (E2E_SECONDS, COMPILE_SECONDS, CHECK_SECONDS, KERNEL_SECONDS, CONT_SECONDS; 0 skips a step); the defaults
+#   add up to 9 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
+#   COMPILE_SECONDS=0 (torch.compile takes minutes on a small CPU; set it to try), kernels.py's interpreter check,
+#   check_continuous.py --quick.
 #
 # TASK=workload (issue #12): train the shipped workload model (scripts/train_workload.py) for TRAIN_SECONDS
 #   (default 420) on the GPU with a prebuilt example pool, then score the best checkpoint on the shipped test
@@ -36,12 +41,14 @@ if [ "${TASK:-e2e}" = e2e ]; then
     e2e=(--quick ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})  # a CPU has no table entry: no bound unless BANDWIDTH
     e2e_compile=(--quick --run llada-quick:1:dual:torch:none,compile ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})
     : "${COMPILE_SECONDS:=0}" "${CHECK_SECONDS:=240}" "${KERNEL_SECONDS:=120}"
+    cont=(--quick)
   else
     e2e=(--repeats 2 --prompt-length 512
          --run llada-8b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph
          --run llada-8b:16:dual:torch,triton:none,cudagraph
          --run dream-7b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph)
     e2e_compile=(--repeats 2 --prompt-length 512 --run llada-8b:1:dual:triton:none,compile)
+    cont=()
   fi
   step() {  # step NAME SECONDS LOG [tee -a] COMMAND...: run under a time limit, record the exit status
     local name=$1 seconds=$2 log=$3; shift 3
@@ -51,10 +58,11 @@ if [ "${TASK:-e2e}" = e2e ]; then
     timeout "$seconds" "$@" 2>&1 | tee -a "$log"
     echo "$name rc=${PIPESTATUS[0]} seconds=$((SECONDS - t0))" | tee -a "$OUT/steps.txt"
   }
-  step e2e "${E2E_SECONDS:-270}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e[@]}" --out "$OUT/e2e.json"
+  step e2e "${E2E_SECONDS:-240}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e[@]}" --out "$OUT/e2e.json"
   step e2e_compile "${COMPILE_SECONDS:-90}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e_compile[@]}" --out "$OUT/e2e_compile.json"
   step compiled_check "${CHECK_SECONDS:-90}" "$OUT/compiled.txt" $PY -m pytest -q -p no:cacheprovider tests/test_compiled.py tests/test_e2e_bench.py
-  step kernels "${KERNEL_SECONDS:-90}" "$OUT/kernels.txt" $PY benchmarks/kernels.py
+  step kernels "${KERNEL_SECONDS:-60}" "$OUT/kernels.txt" $PY benchmarks/kernels.py
+  step continuous "${CONT_SECONDS:-60}" "$OUT/continuous.txt" $PY scripts/check_continuous.py ${cont[@]+"${cont[@]}"} --out "$OUT/continuous.json"
   # one results file: the e2e rows, every log, the exit status and duration of each step
   $PY - "$OUT" "${RESULTS_DIR:-benchmarks/results}" "${QUICK:-0}" <<'EOF'
 import datetime, json, re, sys
@@ -73,11 +81,15 @@ for line in (text("steps.txt") or "").splitlines():
         steps[m[1]] = {"rc": int(m[2]), "seconds": int(m[3]), "timed_out": m[2] == "124"}
     elif line.endswith(": skipped"):
         steps[line[3:-9]] = {"skipped": True}
-e2e = data("e2e.json")
-device = (e2e or {}).get("meta", {}).get("device") or "unknown"
+e2e, cont = data("e2e.json"), data("continuous.json")
+device = (e2e or {}).get("meta", {}).get("device") or (cont or {}).get("meta", {}).get("device") or "unknown"
 session = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "quick": quick,
            "device": device, "gpu": text("gpu.txt"), "steps": steps, "e2e": e2e, "e2e_compile": data("e2e_compile.json"),
-           "logs": {name: text(name) for name in ("e2e.txt", "compiled.txt", "kernels.txt")}}
+           # true only when every cell finished and matched, false as soon as one differs, else null
+           "continuous_identical": False if (cont or {}).get("identical") is False else
+                                   (True if (cont or {}).get("complete") and cont.get("identical") else None),
+           "continuous": cont,
+           "logs": {name: text(name) for name in ("e2e.txt", "compiled.txt", "kernels.txt", "continuous.txt")}}
 (out / "gpu_session.json").write_text(json.dumps(session, indent=1) + "\n")
 slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:40]
 results.mkdir(parents=True, exist_ok=True)
@@ -86,6 +98,7 @@ name = f"gpu_session-{session['date'][:10]}-{slug}{'-quick' if quick else ''}.js
 print(f"results: {out / 'gpu_session.json'} and {results / name}")
 for step, s in steps.items():
     print(f"  {step}: " + ("skipped" if s.get("skipped") else f"rc {s['rc']}{' (timed out)' if s['timed_out'] else ''}, {s['seconds']} s"))
+print("  continuous batching vs static: " + {True: "identical", False: "DIFFERENT", None: "not checked"}[session["continuous_identical"]])
 EOF
   rm -f "$OUT/steps.txt" "$OUT"/*.tmp
   ls -la "$OUT"

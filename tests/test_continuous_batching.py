@@ -405,3 +405,41 @@ def test_default_is_continuous_on_cuda_and_static_on_a_cpu(llada):
 
     assert default_continuous(llada) is False
     assert default_continuous(SimpleNamespace(device=SimpleNamespace(type="cuda"))) is True
+
+
+# --- scripts/check_continuous.py (the GPU session's continuous-vs-static check) ------------------------------------
+
+def _check_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_continuous", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "check_continuous.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_device_check_reports_a_difference(llada, monkeypatch):
+    """The check says identical on the tiny model's ragged rows, and names the prompts when continuous decodes them
+    differently (here a patched generate changes prompt 2's last token and prompt 5's NFE in continuous mode)."""
+    check = _check_script()
+    prompts = _prompts(llada)
+    kw = dict(policy="threshold", gen_length=GEN, block_length=BLOCK, steps=STEPS)
+    cell = check.compare(llada, prompts, BATCH, **kw)
+    assert cell["identical"] and cell["differing_prompts"] == [] and cell["static_repeat_identical"] and cell["ragged"]
+    assert cell["continuous_forwards"] < cell["static_forwards"]
+    assert check.compare_alone(llada, prompts, cell["_continuous"], **kw) == []
+    real = dllm.generate
+
+    def skewed(model, prompts, **kw):
+        out = real(model, prompts, **kw)
+        if kw.get("continuous"):
+            out.tokens[2, -1] += 1
+            out.seq_nfe[5] += 1
+        return out
+
+    monkeypatch.setattr(dllm, "generate", skewed)
+    cell = check.compare(llada, prompts, BATCH, **kw)
+    assert not cell["identical"] and cell["differing"] == 2 and cell["differing_prompts"] == [2, 5]
+    monkeypatch.undo()
+    assert check.compare_alone(llada, prompts, cell["_continuous"], **kw) == [2, 5]
