@@ -299,6 +299,7 @@ def denoise(
                 remask &= (left > step)[:, None]
                 window[remask] = special.mask
                 undecided[:, win] |= remask
+                policy.on_remask(state, remask)  # what was applied (WINO counts it)
 
             if record is not None:
                 record.steps.append(TraceStep(

@@ -9,13 +9,17 @@ What is pinned:
 * WINO's rule on a scripted model whose shadow logits are the script's prediction with the twin read as a mask
   (``LeaveOneOutLM``): a token committed at step k whose shadow confidence is below ``threshold_back`` is remasked
   at step k + 1 and recommitted differently; the ``last_accept`` limit; no remask after a one-token step; the
-  wide-in cap and its at-least-one rule;
+  wide-in cap and its at-least-one rule; ``cache_stats["remasked"]`` counts what the engine applied, not a request
+  it dropped;
 * the shadow pass on the shipped tiny model equals WINO's own computation (a shadow block with a per-query
   attention mask in one forward), ragged rows included;
-* caches: a position committed, cached and remasked is recomputed by prefix, dual and delayed (a cached step
-  equals the one of a canvas where it was never committed); wino with every cache at ``refresh=1`` gives the
-  ``none`` tokens, forwards and remasks; every cache decodes to the end with remasks;
-* batch == single on tiny-llada (none and dual, and batch_size < prompts), one-line option errors.
+* caches: a position committed, cached and remasked is recomputed by delayed (a cached step equals the one of a
+  canvas where it was never committed; prefix and dual pass by construction); every forward of a wino decode with
+  remasks equals an independent replay of its canvases with each cache's stale set (for delayed: a position's K/V
+  are reused only while it holds the token it had at the previous forward); wino with every cache at
+  ``refresh=1`` gives the ``none`` tokens, forwards and remasks;
+* batch == single on tiny-llada (none and dual, and batch_size < prompts), one-line option errors, early_commit
+  and eotp refused.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dllm.evals.synthetic import load_split
 from dllm.models import layers
 from dllm.samplers.base import Decision, Policy, StepContext
 from dllm.samplers.policies.wino import ShadowVerifier
-from dllm.samplers.registry import make_schedule
+from dllm.samplers.registry import make_policy, make_schedule
 from dllm.samplers.scoring import ProbabilityScorer
 from dllm.samplers.selectors import ThresholdSelector, top_k_mask
 
@@ -129,6 +133,47 @@ def test_a_commit_that_fails_verification_is_remasked_and_recommitted():
     kept, kept_steps = run(model, threshold_back=0.0)
     assert kept.tokens.tolist() == [[5, 6, 7, 8]] and kept_steps == [[0, 0, 1, 1]] and kept.seq_nfe == [2]
     assert kept.cache_stats["remasked"] == [0] and kept.cache_stats["shadow_calls"] == 0
+
+
+class FinishAt:
+    """A test modifier run after narrow-out: at call ``at`` it finishes every row (the engine then drops that step's
+    remasks)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, decision, proposal, logits, ctx, state) -> Decision:
+        if self.calls == self.at:
+            decision.finish = ctx.active.clone()
+        self.calls += 1
+        return decision
+
+
+class CommitNothingAt(FinishAt):
+    """At call ``at`` it takes back the step's commits: a remask of that step would break net progress (the
+    engine's loop guard drops it)."""
+
+    def __call__(self, decision, proposal, logits, ctx, state) -> Decision:
+        if self.calls == self.at:
+            decision.commit = torch.zeros_like(decision.commit)
+        self.calls += 1
+        return decision
+
+
+@pytest.mark.parametrize("modifier,tokens,nfe,remasked", [
+    # narrow-out asks for 1 at step 1 (as above), but the row finishes there: dropped, 6 stays
+    (FinishAt(1), [5, 6, 7, 8], 2, [[], []]),
+    # step 1 commits nothing: remasking 1 would leave 1 decided after 2 steps (guard: dropped). Step 2 (same
+    # canvas) commits 2, 3 and asks for 1 again: 3 decided after 3 steps, applied; step 3 recommits 9
+    (CommitNothingAt(1), [5, 9, 7, 8], 4, [[], [], [1], []]),
+])
+def test_remasked_counts_what_the_engine_applied(modifier, tokens, nfe, remasked):
+    model = LeaveOneOutLM(V, 4, table_script(REVOKE))
+    out, _ = run(model, policy=make_policy("wino").add_modifier(modifier))
+    assert out.tokens.tolist() == [tokens] and out.seq_nfe == [nfe]
+    assert remasked_at(out) == remasked
+    # requested one more than applied: counting the requests would give this + 1
+    assert out.cache_stats["remasked"] == [sum(len(r) for r in remasked)]
 
 
 #: six positions. Step 0 commits 0, 1 (last_accept 2). Step 1 commits 2, 3; both earlier commits fail (0.5, 0.4):
@@ -311,7 +356,7 @@ def test_shadow_pass_equals_wino_shadow_block(llada, prompts, monkeypatch):
     decided = torch.rand(2, gen, generator=g) < 0.6
     canvas[:, gs:] = torch.where(decided, tokens, canvas[:, gs:])
     bs = torch.tensor([gs, gs + block])
-    be = bs + block
+    be = bs + torch.tensor([block, block - 3])  # blocks of different lengths: row 1's shadows leave empty slots
     verifier = ShadowVerifier(make_cache("none", llada, key_mask, positions, gs, gs + gen))
     with torch.inference_mode():
         plain = verifier.logits(canvas, torch.ones(2, dtype=torch.bool), bs, be, (gs, gs + gen))
@@ -329,7 +374,12 @@ def test_shadow_pass_equals_wino_shadow_block(llada, prompts, monkeypatch):
 @pytest.mark.parametrize("cache", ["prefix", "dual", "delayed"])
 def test_a_remasked_position_is_recomputed(llada, prompts, cache):
     """Commit a position, take a cached step (delayed caches it there), remask it: the next cached step equals the
-    cached step of a canvas where it was never committed (no K/V of the revoked token is reused)."""
+    cached step of a canvas where it was never committed (no K/V of the revoked token is reused).
+
+    Only ``delayed`` can fail here: without its rule (a position holding the mask again is fresh,
+    ``DelayedCache._window_logits``) it reuses the revoked token's K/V. ``prefix`` and ``dual`` recompute the current
+    block on every cached step anyway (identical logits with or without the rule); their cases pin that they need
+    no change for remasking and stay as regression checks."""
     gen = 8
     canvas, key_mask, positions, gs = build_canvas(llada, prompts[:2], gen, torch.device("cpu"))
     committed = canvas.clone()
@@ -355,16 +405,82 @@ def test_a_remasked_position_is_recomputed(llada, prompts, cache):
 
 @pytest.mark.parametrize("cache", ["prefix", "dual", "delayed"])
 def test_every_cache_at_refresh_1_is_no_cache(llada, prompts, cache):
+    """Every step a full forward: the ``none`` tokens, forwards and remasks (cached steps: the replay test below)."""
     ref = dllm.generate(llada, prompts, policy="wino", cache="none", trace=True, **LONG)
     assert sum(ref.cache_stats["remasked"]) > 0  # the setting remasks
-    # the engine honoured every remask narrow-out asked for (its loop guard never binds for WINO)
     assert sum(int(s.remasked.sum()) for s in ref.trace.steps) == sum(ref.cache_stats["remasked"])
     out = dllm.generate(llada, prompts, policy="wino", cache=cache, refresh=1, **LONG)
     assert out.tokens.tolist() == ref.tokens.tolist() and out.seq_nfe == ref.seq_nfe
     assert out.cache_stats["remasked"] == ref.cache_stats["remasked"]
-    cached = dllm.generate(llada, prompts, policy="wino", cache=cache, **LONG)  # cached steps, with remasks
-    assert not (cached.tokens == llada.mask_id).any() and sum(cached.cache_stats["remasked"]) > 0
-    assert sum(cached.cache_stats["refreshes"]) < sum(cached.seq_nfe)
+
+
+def _stale_set(cache: str, before: torch.Tensor, now: torch.Tensor, bs: int, be: int, mask_id: int) -> torch.Tensor:
+    """[L] positions whose K/V a cached step of ``cache`` reuses, from the cache's definition: ``prefix`` everything
+    before the block, ``dual`` everything outside it, ``delayed`` what held a decided token at the row's previous
+    forward and still holds it (between two forwards a position is committed or remasked, never both)."""
+    cols = torch.arange(now.shape[0])
+    if cache == "prefix":
+        return cols < bs
+    if cache == "dual":
+        return (cols < bs) | (cols >= be)
+    return (before != mask_id) & (now != mask_id)
+
+
+def _stale_forward(model, row, pos, km, window, stored, stale):
+    """Full forward of one canvas ``row`` [L] in which the K/V at ``stale`` [L] are the ``stored`` ones (per layer
+    [1, Hkv, L, D]; None: nothing stored). Returns the window's logits [W, V] and the K/V now stored."""
+    keys, values = [], []
+
+    def hook(layer, k, v):
+        if stored is not None:
+            f = stale[None, None, :, None]
+            k, v = torch.where(f, stored[0][layer], k), torch.where(f, stored[1][layer], v)
+        keys.append(k)
+        values.append(v)
+        return k, v, km
+
+    return model(row[None], pos, km, hook, logits_index=slice(*window))[0], (keys, values)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual", "delayed"])
+def test_cached_steps_after_remasks_replay_exactly(llada, prompts, cache, monkeypatch):
+    """A wino decode with cached steps (a full forward only at block open): each forward's logits equal an
+    independent replay of the same canvases, row by row, where a cached step is a full forward whose K/V at the
+    cache's stale set (``_stale_set``) are those the replay stored, every other position's are this forward's (and
+    are stored). Remasked positions that delayed had cached occur on cached steps; without delayed's rule for them
+    (``DelayedCache._window_logits``) its replay fails at the step after the first such remask."""
+    seen = []
+    logits_of = ShadowVerifier.logits
+
+    def recorded(self, canvas, active, block_start, block_end, window):
+        out = logits_of(self, canvas, active, block_start, block_end, window)
+        seen.append((canvas.clone(), active.clone(), block_start.clone(), block_end.clone(), window, out.clone()))
+        return out
+
+    monkeypatch.setattr(ShadowVerifier, "logits", recorded)
+    opts = {"step1_full": False} if cache == "delayed" else {}
+    out = dllm.generate(llada, prompts, policy="wino", cache=cache, refresh="block", **opts, **LONG)
+    assert sum(out.cache_stats["remasked"]) > 0
+    _, key_mask, positions, _ = build_canvas(llada, prompts, LONG["gen_length"], torch.device("cpu"))
+    mask_id, revoked, cached_steps = llada.mask_id, 0, 0
+    with torch.inference_mode():
+        for r in range(len(prompts)):
+            km, pos = key_mask[r:r + 1], positions[r:r + 1]
+            stored, before, opened = None, None, -1
+            for canvas, active, bs, be, (ws, we), got in seen:
+                if not active[r]:
+                    continue
+                now = canvas[r]
+                if int(bs[r]) != opened:  # block open: full forward
+                    opened, stale = int(bs[r]), torch.zeros_like(now, dtype=torch.bool)
+                else:
+                    stale = _stale_set(cache, before, now, int(bs[r]), int(be[r]), mask_id)
+                    cached_steps += 1
+                    revoked += int(((before != mask_id) & (now == mask_id)).sum())
+                ref, stored = _stale_forward(llada, now, pos, km, (ws, we), stored, stale)
+                torch.testing.assert_close(got[r], ref, rtol=1e-4, atol=1e-4)
+                before = now
+    assert cached_steps > 0 and revoked > 0  # cached steps after remasks were compared
 
 
 @pytest.mark.parametrize("cache", ["none", "dual"])
@@ -392,6 +508,10 @@ def test_batch_equals_single(llada, prompts, cache):
     ({"accept_min": 0}, "accept_min"),
     ({"accept_min": 6, "accept_max": 5}, "accept_min 6 must be <= accept_max 5"),
     ({"thresholdback": 0.9}, "thresholdback"),
+    # narrow-out could remask part of Prophet's all-in commit, or the end tokens EoTP committed
+    ({"early_commit": True}, "wino cannot be combined with early_commit: "),
+    ({"eotp": "reference"}, "wino cannot be combined with eotp: "),
+    ({"eotp": "threshold", "early_commit": True}, "wino cannot be combined with early_commit: "),
 ])
 def test_option_errors_are_one_line(llada, opts, needle):
     with pytest.raises(DllmError) as err:

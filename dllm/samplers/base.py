@@ -148,6 +148,13 @@ class Policy:
             if hasattr(piece, "on_block_start"):
                 piece.on_block_start(state, rows)
 
+    def on_remask(self, state: PolicyState, remask: Tensor) -> None:
+        """``remask`` [B, W] bool: the positions the engine set back to the mask this step, after its filters
+        (``Decision.remask`` may ask for more). Called only for a decision with ``remask`` set."""
+        for piece in self.pieces():
+            if hasattr(piece, "on_remask"):
+                piece.on_remask(state, remask)
+
     def decide(self, ctx: StepContext, state: PolicyState) -> Decision:
         logits = ctx.logits
         for processor in self.processors:

@@ -52,6 +52,18 @@ Paper: *Wide-In, Narrow-Out: Revokable Decoding for Efficient and Effective DLLM
   tokens are no longer verified. The reference decodes every block to the end (``stop_at_eos=False``).
 * With ``batch_size`` smaller than the prompts, continuous batching decodes ``wino`` in static batches (same
   tokens), as ``freedave``.
+* ``early_commit`` and ``eotp`` build (every policy takes them) but ``generate`` refuses them in one line: narrow-out
+  could remask part of Prophet's all-in commit in the same step (its ``fired`` flag would stay set) or revoke end
+  tokens EoTP committed. The reference has neither.
+* ``cache_stats["remasked"]`` counts the remasks the engine applied (``on_remask``), not what narrow-out asked
+  for: the engine drops a row's remasks when a modifier finishes the row or its loop guard binds (neither happens
+  with ``wino`` alone).
+* Memory: this engine's attention takes a key mask per row, so each shadow row carries its own copy of its batch
+  row's keys and values. Per layer the shadow pass materialises K and V of ``[K, Hkv, L + K, D]`` per verified row
+  (written in place, no gathered intermediate; freed after the layer). LLaDA-8B (32 KV heads, head dim 128,
+  bfloat16), block 128, canvas ``L`` ~ 600: 128 * 32 * 728 * 128 * 2 B ~ 0.76 GB each, ~1.5 GB per verified row
+  at a time (~12 GB for 8). The reference's per-query mask needs none of it; avoiding the copies needs an
+  attention with per-query key masks.
 """
 
 from __future__ import annotations
@@ -66,11 +78,18 @@ from dllm.cache.managers import KVStoreCache
 from dllm.errors import DllmError
 from dllm.registry import Option
 from dllm.samplers.base import Decision, Policy, PolicyState, Proposal, StepContext
+from dllm.samplers.eotp import EndOfTextPrediction
+from dllm.samplers.prophet import EarlyCommit
 from dllm.samplers.registry import POLICIES, TEMPERATURE
 from dllm.samplers.scoring import ProbabilityScorer
 from dllm.samplers.selectors import most_confident, top_k_mask
 
 KEY = "wino"
+#: the options ``wino`` runs with (the common ``early_commit`` and ``eotp`` groups are refused)
+OWN_OPTIONS = ("threshold", "threshold_back", "accept_share", "accept_min", "accept_max", "temperature")
+#: (piece, its option, what narrow-out would undo): refused by ``NarrowOut.wrap_cache``
+REFUSED_PIECES = ((EarlyCommit, "early_commit", "part of Prophet's all-in commit in the same step"),
+                  (EndOfTextPrediction, "eotp", "the end tokens EoTP committed"))
 #: ``last_accept`` at a block's first step (the reference's initial value)
 FIRST_LAST_ACCEPT = 30
 
@@ -99,7 +118,8 @@ class ShadowVerifier(ManagerWrapper):
     """The cache manager ``wino``'s engine sees: the engine's own manager (``none`` or a ``KVStoreCache``) plus
     the shadow pass. ``logits`` runs the step's forward and keeps where its keys/values are; ``verify`` runs the
     shadows of some rows against them. ``calls``, ``nfe`` and the forward counters are the inner manager's;
-    ``stats`` adds ``shadow_calls``, ``shadow_positions`` and ``remasked`` (per row)."""
+    ``stats`` adds ``shadow_calls``, ``shadow_positions`` and ``remasked`` (per row: the remasks the engine
+    applied, counted by ``NarrowOut.on_remask``)."""
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)
@@ -149,18 +169,26 @@ class ShadowVerifier(ManagerWrapper):
         q_row = ridx[q_local]
         twin = start[q_local] + q_slot  # canvas column of each shadow's twin
         key_mask = self.inner.key_mask
-        cols = torch.arange(key_mask.shape[1], device=ridx.device)
+        total = key_mask.shape[1]
+        cols = torch.arange(total, device=ridx.device)
         # shadow q attends over its row's keys except the twin, then over the row's shadows (the valid slots)
         km = torch.cat([key_mask[q_row] & (cols[None, :] != twin[:, None]), slot_ok[q_local]], dim=1)
-        src = self.kv_row[q_row]
+        spans = [0, *length.cumsum(0).tolist()]  # the shadows of verified row j are q in [spans[j], spans[j + 1])
+        srcs = self.kv_row[ridx].tolist()  # row of ``self.kv`` holding verified row j
         keys, values = self.kv
 
         def hook(layer: int, k: Tensor, v: Tensor):  # k, v [Q, Hkv, 1, D]: the shadows' own at this layer
             out = []
             for store, fresh in ((keys[layer], k), (values[layer], v)):
-                shadows = fresh.new_zeros((ridx.numel(), fresh.shape[1], kmax, fresh.shape[3]))
-                shadows[q_local, :, q_slot] = fresh[:, :, 0]
-                out.append(torch.cat([store.index_select(0, src), shadows.index_select(0, q_local)], dim=2))
+                # [Q, Hkv, L + K, D] written in place: the row's store broadcast to its shadows, then its shadows
+                # (the one copy per shadow the per-row key mask needs; no gathered intermediate, module Quirks)
+                kv = fresh.new_empty((fresh.shape[0], fresh.shape[1], total + kmax, fresh.shape[3]))
+                for j, src in enumerate(srcs):
+                    a, e = spans[j], spans[j + 1]
+                    kv[a:e, :, :total] = store[src]
+                    kv[a:e, :, total:total + e - a] = fresh[a:e, :, 0].transpose(0, 1)
+                    kv[a:e, :, total + e - a:] = 0  # empty slots: masked, but must be finite
+                out.append(kv)
             return out[0], out[1], km
 
         x = torch.full((q_row.numel(), 1), self.model.mask_id, dtype=torch.long, device=ridx.device)
@@ -203,6 +231,10 @@ class NarrowOut:
                                         st["last_accept"])
 
     def wrap_cache(self, cache: Any, cache_factory: Any, state: PolicyState, policy: Policy) -> Any:
+        for piece, name, why in REFUSED_PIECES:
+            if any(isinstance(m, piece) for m in policy.modifiers):
+                raise DllmError(f"wino cannot be combined with {name}: narrow-out could remask {why}; wino runs with "
+                                f"its own options only ({', '.join(OWN_OPTIONS)})")
         check_model_and_cache(cache)
         state.values[KEY]["verifier"] = verifier = ShadowVerifier(cache)
         return verifier
@@ -223,10 +255,16 @@ class NarrowOut:
             remask = (score < self.threshold_back) & rows[:, None]
             lowest = top_k_mask(torch.where(verified, -score, float("-inf")), (last - 1).clamp(min=0))
             remask = torch.where((remask.sum(-1) >= last)[:, None], lowest & rows[:, None], remask)
-            verifier.remasked += remask.sum(-1).cpu()
         st["last_accept"] = torch.where(ctx.active, accepted, last)
         decision.remask = remask
         return decision
+
+    def on_remask(self, state: PolicyState, remask: Tensor) -> None:
+        """``remask`` [B, W]: what the engine applied of this step's request (it drops a row's remasks when a
+        modifier finishes the row or its loop guard binds), counted in the verifier's ``remasked``."""
+        verifier: ShadowVerifier | None = state.values[KEY].get("verifier")
+        if verifier is not None:
+            verifier.remasked += remask.sum(-1).cpu()
 
 
 @POLICIES.register(
