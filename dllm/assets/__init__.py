@@ -1,7 +1,9 @@
 """Checkpoints shipped inside the package, so ``dllm generate`` and the tests work on a fresh machine.
 
 ``tiny-llada`` (the default model) and ``tiny-dream`` are small masked-diffusion models trained on the
-synthetic suite (``dllm.evals.synthetic``) with ``dllm train-tiny``; see ``README.md`` beside this file.
+synthetic suite (``dllm.evals.synthetic``) with ``dllm train-tiny``; ``workload-llada`` is the LLaDA-format model
+of the GSM8K-/HumanEval-format workload (``scripts/train_workload.py``; an interim, undertrained checkpoint for
+now). See ``README.md`` beside this file.
 """
 
 from __future__ import annotations
