@@ -523,3 +523,22 @@ def test_no_warnings_from_kernels(triton_kernels):
         warnings.simplefilter("error")
         K.attention_triton(q, k, v, mask, num_splits=2)
         K.attention_triton(q, k, v, mask, num_splits=1)
+
+
+@pytest.mark.parametrize("b, hkv, tk, want", [
+    (1, 32, 512, True), (1, 32, 2048, True), (1, 4, 2048, True),  # measured wins on the H200 (README)
+    (8, 32, 1024, False),  # measured tie: PyTorch
+    (1, 32, 256, False), (16, 32, 2048, False),  # below the smallest measured win / more pairs than the tie
+])
+def test_auto_mode_picks_triton_attention_by_the_measured_shape_rule(monkeypatch, b, hkv, tk, want):
+    q, k, v = (torch.zeros(b, hkv, n, 8) for n in (2, tk, tk))
+    chosen = []
+    monkeypatch.setattr(attn_mod, "use_triton", lambda *t: True)  # as on a CUDA machine with triton
+    monkeypatch.setattr(attn_mod, "_triton_unsupported", lambda *t: None)
+    monkeypatch.setattr(attn_mod, "attention_triton", lambda *a, **kw: chosen.append("triton") or attn_mod.attention_torch(*a, **kw))
+    K.attention(q, k, v)
+    assert attn_mod.triton_attention_pays(q, k) is want and bool(chosen) is want
+    monkeypatch.setenv("DLLM_KERNELS", "triton")  # forcing the kernel ignores the rule
+    chosen.clear()
+    K.attention(q, k, v)
+    assert chosen == ["triton"]

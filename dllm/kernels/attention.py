@@ -22,7 +22,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dllm.kernels.dispatch import TRITON_INTERPRETED, device_parallelism, fallback_warning, triton_available, use_triton
+from dllm.kernels.dispatch import (
+    TRITON_INTERPRETED,
+    device_parallelism,
+    fallback_warning,
+    kernel_mode,
+    triton_available,
+    use_triton,
+)
 
 if triton_available():
     import triton
@@ -280,6 +287,21 @@ def attention_triton(
     return out
 
 
+#: Shape rule of the ``auto`` kernel mode, from ``benchmarks/kernels.py`` on an H200 (README, Benchmarks): the
+#: split-KV kernel beat PyTorch's attention at B=1 with 32 KV heads for Tk = 512 / 1024 / 2048 (1.07x / 1.66x /
+#: 2.02x) and with GQA 28:4 at Tk = 2048 (2.64x), and tied at B=8 x 32 KV heads x Tk = 1024 (0.99x). It splits the
+#: keys to fill the GPU when there are few (batch, KV head) pairs; with many, PyTorch's kernel is as good. Shapes
+#: outside the measured ones follow the rule by extrapolation; ``DLLM_KERNELS=triton`` forces the kernel.
+TRITON_ATTENTION_MIN_KEYS = 512
+TRITON_ATTENTION_MAX_PAIRS = 256  #: batch x KV heads at which the measured gain was gone (8 x 32)
+
+
+def triton_attention_pays(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether the measured shape rule picks the Triton kernel for ``q`` [B, Hq, Tq, D], ``k`` [B, Hkv, Tk, D]."""
+    pairs = k.shape[0] * k.shape[1]
+    return k.shape[2] >= TRITON_ATTENTION_MIN_KEYS and pairs < TRITON_ATTENTION_MAX_PAIRS
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -287,7 +309,8 @@ def attention(
     key_mask: torch.Tensor | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Bidirectional GQA attention ``[B, Hq, Tq, D]`` in q's dtype; Triton on CUDA, PyTorch elsewhere.
+    """Bidirectional GQA attention ``[B, Hq, Tq, D]`` in q's dtype; Triton on CUDA where the measured shape rule
+    says it is faster (:func:`triton_attention_pays`; always with ``DLLM_KERNELS=triton``), PyTorch elsewhere.
 
     The Triton kernel has no backward, so whenever autograd needs a graph through the inputs (training) the
     PyTorch path runs instead, whatever the kernel mode: a kernel output would silently cut the gradient of
@@ -296,7 +319,7 @@ def attention(
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return attention_torch(q, k, v, key_mask, scale)
-    if use_triton(q, k, v):
+    if use_triton(q, k, v) and (kernel_mode() == "triton" or triton_attention_pays(q, k)):
         why = _triton_unsupported(q, k, v)
         if why is None:
             return attention_triton(q, k, v, key_mask, scale)
