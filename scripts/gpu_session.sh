@@ -13,10 +13,12 @@
 #      none/dual, bf16 and fp32; tokens and seq_nfe per prompt, then each prompt alone) -> continuous.json,
 #      continuous.txt; the results file's "continuous_identical" says identical in every cell (true), different
 #      in one (false) or not checked to the end (null)
+#   6. continuous vs static batching throughput on the device: benchmarks/batching.py --device cuda (tiny LLaDA,
+#      batch 16, mixed and benchmark-order synthetic workloads, interleaved rounds) -> batching.txt
 #   Then everything is gathered into one results file, $OUT/gpu_session.json, and copied to
 #   $RESULTS_DIR (default benchmarks/results/) as gpu_session-<date>-<device>.json. Each step has its own time
-#   limit (E2E_SECONDS, COMPILE_SECONDS, CHECK_SECONDS, KERNEL_SECONDS, CONT_SECONDS; 0 skips a step); the defaults
-#   add up to 9 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
+#   limit (E2E_SECONDS, COMPILE_SECONDS, CHECK_SECONDS, KERNEL_SECONDS, CONT_SECONDS, BATCH_SECONDS; 0 skips a
+#   step); the defaults add up to 9.25 minutes at most. QUICK=1 is the CPU dry run of the same steps: e2e.py --quick on small shapes,
 #   COMPILE_SECONDS=0 (torch.compile takes minutes on a small CPU; set it to try), kernels.py's interpreter check,
 #   check_continuous.py --quick.
 #
@@ -41,14 +43,14 @@ if [ "${TASK:-e2e}" = e2e ]; then
     e2e=(--quick ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})  # a CPU has no table entry: no bound unless BANDWIDTH
     e2e_compile=(--quick --run llada-quick:1:dual:torch:none,compile ${BANDWIDTH:+--bandwidth "$BANDWIDTH"})
     : "${COMPILE_SECONDS:=0}" "${CHECK_SECONDS:=240}" "${KERNEL_SECONDS:=120}"
-    cont=(--quick)
+    cont=(--quick); batching=(--quick)
   else
     e2e=(--repeats 2 --prompt-length 512
          --run llada-8b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph
          --run llada-8b:16:dual:torch,triton:none,cudagraph
          --run dream-7b:1:none,prefix,dual,delayed:torch,triton:none,cudagraph)
     e2e_compile=(--repeats 2 --prompt-length 512 --run llada-8b:1:dual:triton:none,compile)
-    cont=()
+    cont=(); batching=(--device cuda --rounds 3)
   fi
   step() {  # step NAME SECONDS LOG [tee -a] COMMAND...: run under a time limit, record the exit status
     local name=$1 seconds=$2 log=$3; shift 3
@@ -58,11 +60,12 @@ if [ "${TASK:-e2e}" = e2e ]; then
     timeout "$seconds" "$@" 2>&1 | tee -a "$log"
     echo "$name rc=${PIPESTATUS[0]} seconds=$((SECONDS - t0))" | tee -a "$OUT/steps.txt"
   }
-  step e2e "${E2E_SECONDS:-240}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e[@]}" --out "$OUT/e2e.json"
-  step e2e_compile "${COMPILE_SECONDS:-90}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e_compile[@]}" --out "$OUT/e2e_compile.json"
+  step e2e "${E2E_SECONDS:-225}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e[@]}" --out "$OUT/e2e.json"
+  step e2e_compile "${COMPILE_SECONDS:-75}" "$OUT/e2e.txt" $PY benchmarks/e2e.py "${e2e_compile[@]}" --out "$OUT/e2e_compile.json"
   step compiled_check "${CHECK_SECONDS:-90}" "$OUT/compiled.txt" $PY -m pytest -q -p no:cacheprovider tests/test_compiled.py tests/test_e2e_bench.py
   step kernels "${KERNEL_SECONDS:-60}" "$OUT/kernels.txt" $PY benchmarks/kernels.py
   step continuous "${CONT_SECONDS:-60}" "$OUT/continuous.txt" $PY scripts/check_continuous.py ${cont[@]+"${cont[@]}"} --out "$OUT/continuous.json"
+  step batching "${BATCH_SECONDS:-45}" "$OUT/batching.txt" $PY benchmarks/batching.py "${batching[@]}"
   # one results file: the e2e rows, every log, the exit status and duration of each step
   $PY - "$OUT" "${RESULTS_DIR:-benchmarks/results}" "${QUICK:-0}" <<'EOF'
 import datetime, json, re, sys
@@ -89,7 +92,8 @@ session = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timesp
            "continuous_identical": False if (cont or {}).get("identical") is False else
                                    (True if (cont or {}).get("complete") and cont.get("identical") else None),
            "continuous": cont,
-           "logs": {name: text(name) for name in ("e2e.txt", "compiled.txt", "kernels.txt", "continuous.txt")}}
+           "logs": {name: text(name) for name in ("e2e.txt", "compiled.txt", "kernels.txt", "continuous.txt",
+                                                  "batching.txt")}}
 (out / "gpu_session.json").write_text(json.dumps(session, indent=1) + "\n")
 slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:40]
 results.mkdir(parents=True, exist_ok=True)
