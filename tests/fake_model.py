@@ -144,3 +144,17 @@ def run_scripted(model: "ScriptedLM", policy: str, prompts: list[list[int]], **k
     kw.setdefault("stop_at_eos", False)
     out = dllm.generate(model, prompts, policy=policy, trace=True, **kw)
     return out, out.trace.commit_step().tolist()
+
+
+def load_repo_script(relative: str, name: str):
+    """Import a script of this repository that is not a package module (``benchmarks/*.py``, ``scripts/*.py``)
+    under ``name``; registered in ``sys.modules`` first, as dataclasses look their module up there."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

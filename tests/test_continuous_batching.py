@@ -410,13 +410,9 @@ def test_default_is_continuous_on_cuda_and_static_on_a_cpu(llada):
 # --- scripts/check_continuous.py (the GPU session's continuous-vs-static check) ------------------------------------
 
 def _check_script():
-    import importlib.util
+    from fake_model import load_repo_script
 
-    spec = importlib.util.spec_from_file_location("check_continuous", Path(__file__).resolve().parents[1]
-                                                  / "scripts" / "check_continuous.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("scripts/check_continuous.py", "check_continuous")
 
 
 def test_the_device_check_reports_a_difference(llada, monkeypatch):

@@ -4,23 +4,15 @@ over the bandwidth."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from fake_model import load_repo_script
 
 
 @pytest.fixture(scope="module")
 def e2e():
-    spec = importlib.util.spec_from_file_location("e2e_bench", ROOT / "benchmarks" / "e2e.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("benchmarks/e2e.py", "e2e_bench")
 
 
 # The --quick schedule: gen_length 32 in blocks of 16, 8 lowconf steps -> 2 blocks of 4 steps each, 8 forwards.

@@ -3,23 +3,15 @@ slice (1 example per family, two policies) whose table and JSON carry the replay
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from fake_model import load_repo_script
 
 
 @pytest.fixture(scope="module")
 def frontier():
-    spec = importlib.util.spec_from_file_location("frontier_bench", ROOT / "benchmarks" / "frontier.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script("benchmarks/frontier.py", "frontier_bench")
 
 
 def _row(policy, group, acc, nfe, default=False, baseline=False, replay=False, cache="none", label=None):
