@@ -283,7 +283,7 @@ def save_checkpoint(model: DiffusionLM, directory: Path, cfg: TrainConfig, info:
 
     dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
     if dtype != torch.float32:
-        clone = _clone_as(model, dtype)
+        clone = clone_as(model, dtype)
         clone.save_pretrained(directory)
     else:
         model.save_pretrained(directory)
@@ -300,7 +300,8 @@ def write_generation_defaults(directory: Path) -> None:
         json.dumps({"_from_model_config": True, "dllm": defaults}, indent=2) + "\n")
 
 
-def _clone_as(model: DiffusionLM, dtype: torch.dtype) -> DiffusionLM:
+def clone_as(model: DiffusionLM, dtype: torch.dtype) -> DiffusionLM:
+    """A CPU copy of ``model`` in ``dtype`` (weights copied from any device), tokenizer and special ids kept."""
     clone = type(model)(model.config)
     clone.load_state_dict(model.state_dict())
     clone = clone.to(dtype)
@@ -308,7 +309,7 @@ def _clone_as(model: DiffusionLM, dtype: torch.dtype) -> DiffusionLM:
     return clone
 
 
-def _bucket(indices: list[int], lengths: list[int], buckets: int) -> list[list[int]]:
+def length_buckets(indices: list[int], lengths: list[int], buckets: int) -> list[list[int]]:
     """Split a batch into ``buckets`` groups of similar prompt length (sorted by length, then equal-size chunks)."""
     order = sorted(indices, key=lambda i: lengths[i])
     if buckets <= 1 or len(order) <= 1:
@@ -417,7 +418,7 @@ def train_tiny(config: TrainConfig) -> Path:
             lengths = [len(p) for p, _ in rows]
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for idx in _bucket(list(range(len(rows))), lengths, cfg.buckets):
+            for idx in length_buckets(list(range(len(rows))), lengths, cfg.buckets):
                 canvas, key_mask, positions, gen_start = training_canvas(
                     model, [rows[i][0] for i in idx], [rows[i][1] for i in idx], device)
                 loss = diffusion_loss(model, canvas, key_mask, positions, gen_start, cfg.eps, gen, cfg.stratified_t, cfg.weighting)

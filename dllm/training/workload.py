@@ -31,7 +31,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from dllm.evals import humaneval as humaneval_lib
 from dllm.models.base import DiffusionLM
 from dllm.models.loading import build_model, special_tokens
 from dllm.models.tiny import tiny_config
-from dllm.training.diffusion import WEIGHTINGS, diffusion_loss, lr_at
+from dllm.training.diffusion import WEIGHTINGS, clone_as, diffusion_loss, length_buckets, lr_at
 
 TASKS: tuple[str, ...] = ("gsm8k", "humaneval")
 
@@ -215,11 +215,9 @@ def model_config(cfg: WorkloadConfig, tokenizer: Any) -> dict[str, Any]:
 def batch_loss(model: DiffusionLM, pairs: list[tuple[list[int], list[int]]], cfg: WorkloadConfig,
                gen: torch.Generator, backward: bool) -> float:
     """Mean loss of ``pairs`` (buckets of similar prompt length, each weighted by its share of the batch)."""
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-    per = math.ceil(len(order) / max(1, cfg.buckets))
     total = 0.0
-    for s in range(0, len(order), per):
-        group = [pairs[i] for i in order[s:s + per]]
+    for indices in length_buckets(list(range(len(pairs))), [len(p) for p, _ in pairs], cfg.buckets):
+        group = [pairs[i] for i in indices]
         device = next(model.parameters()).device
         canvas, key_mask, positions, gen_start = build_canvas(model, [p for p, _ in group], cfg.gen_length, device)
         canvas[:, gen_start:] = torch.tensor([a for _, a in group], dtype=torch.long, device=device)
@@ -237,10 +235,7 @@ def save_shipped(model: DiffusionLM, directory: Path, cfg: WorkloadConfig, info:
     from dllm.models.loading import resolve_dtype
 
     directory.mkdir(parents=True, exist_ok=True)
-    dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
-    clone = type(model)(model.config)
-    clone.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
-    clone.to(dtype).save_pretrained(directory)
+    clone_as(model, resolve_dtype(cfg.dtype, torch.device("cpu"))).save_pretrained(directory)
     model.tokenizer.save_pretrained(directory)
     defaults = {"gen_length": cfg.gen_length, "block_length": cfg.block_length, "steps": cfg.gen_length, "chat": True}
     (directory / "generation_config.json").write_text(
@@ -329,7 +324,7 @@ def train_workload(cfg: WorkloadConfig) -> Path:
     # the cosine schedule runs over the whole run (all calls): elapsed counts earlier calls' training time
     start, last_save, train_losses = time.time(), time.time(), []
     time_budget = (elapsed_before + cfg.time_limit) if cfg.time_limit else None
-    sched = WorkloadConfig(**{**asdict(cfg), "time_limit": time_budget})
+    sched = replace(cfg, time_limit=time_budget)
     while step < cfg.steps:
         elapsed = elapsed_before + time.time() - start
         if time_budget is not None and elapsed >= time_budget:
