@@ -19,7 +19,12 @@ PROMPT = [7, 8, 9]
 
 
 def run(model, policy, prompts=None, **kw):
+    """Decode with a trace. The cases below pin the reference's rule, so early commit averages the monitored gaps
+    (``early_commit_gap="mean"``) unless a case names the reduction; ``early_commit_gap=None`` is the default
+    (``min``), pinned by ``test_default_gap_is_min``."""
     model.reset()
+    if policy == "earlycommit" or kw.get("early_commit"):
+        kw.setdefault("early_commit_gap", "mean")
     kw.setdefault("gen_length", model.gen_length)
     out = dllm.generate(model, prompts or [PROMPT], policy=policy, trace=True, **kw)
     return out, out.trace.commit_step().tolist()
@@ -106,6 +111,30 @@ def test_min_gap_option():
     assert mean_steps == [[0] * 6]  # mean (9.5 + 9.4 + 9.3 + 9.2 + 1) / 5 = 7.68 >= 7.5
     # min 1 (position 4) < 2.5 throughout: never fires; lowconf decodes 0-3 in gap order, then 4, 5 (lower index)
     assert min_steps == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_default_gap_is_min():
+    """The default reduction is ``min`` (docs/methods.md#prophet): decided region positions, whose gaps are large,
+    cannot outvote the one the model is still unsure of. Call 0: every position uncertain (gap 1); from call 1 on
+    the decided positions read gap 12 and the undecided 1. The mean of region 0:5 passes 5.0 once three of the
+    five are decided; the minimum stays 1 while any region position is undecided."""
+    first = gaps([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+    def script(prompt, call, gen):
+        if call == 0:
+            return first
+        decided = min(call, 6)  # lowconf commits one position a step, lowest index first (all ties)
+        return gaps([12.0] * decided + [1.0] * (6 - decided))
+
+    model = ScriptedLM(V, 6, script)
+    kw = dict(steps=6, block_length=6)
+    _, default = run(model, "earlycommit", early_commit_gap=None, **kw)
+    _, mean = run(model, "earlycommit", **kw)
+    # min: 1 < every threshold while position 4 (the region's last) is undecided, 12 >= 2.5 once it is: at call 5
+    # (g/S = 6/6) the all-in commits the last position, which the quota would also have taken: one token a step
+    assert default == [[0, 1, 2, 3, 4, 5]]
+    # mean: call 2 (g/S = 3/6 >= 0.33, threshold 5.0) reads (12 * 2 + 1 * 3) / 5 = 5.4 -> all-in at step 2
+    assert mean == [[0, 1, 2, 2, 2, 2]]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,15 +237,16 @@ def test_ragged_batch_equals_single_runs(name, opts):
 # Options: defaults, listing, errors
 
 
-def test_defaults_are_the_references():
+def test_defaults():
     pol = make_policy("earlycommit")
     ec = next(m for m in pol.modifiers if isinstance(m, EarlyCommit))
     assert DEFAULT_REGION == (0, 5)
-    assert (ec.region, ec.reduce, ec.scope, ec.progress) == ((0, 5), "mean", "all", "step")
+    # every default is the reference's except the gap reduction (min; the reference's mean is early_commit_gap=mean)
+    assert (ec.region, ec.reduce, ec.scope, ec.progress) == ((0, 5), "min", "all", "step")
     assert ec.thresholds == (7.5, 5.0, 2.5)
     listed = {o.name: o.default for o in policy_options("threshold")}
     assert listed["answer_region"] == "0:5" and listed["early_commit_scope"] == "all"
-    assert listed["early_commit_progress"] == "step" and listed["early_commit_gap"] == "mean"
+    assert listed["early_commit_progress"] == "step" and listed["early_commit_gap"] == "min"
 
 
 @pytest.mark.parametrize("name,opts,match", [

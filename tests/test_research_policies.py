@@ -153,9 +153,9 @@ def test_early_commit_answer_region_and_reduction():
     assert steps.tolist() == [[1, 2, 3, 0, 0, 0]] and out.seq_nfe == [4]  # only the region; 0..2 by the quota
     model = ScriptedLM.from_steps(V, [_gaps([9.5, 9.4, 9.3, 9.2, 9.1, 6])])
     kw = dict(threshold=0.99999, block_length=6, early_commit=True, answer_region="0:6")
-    _, mean_steps = run(model, "threshold", **kw)
-    _, min_steps = run(model, "threshold", early_commit_gap="min", **kw)
-    assert mean_steps.tolist() == [[0, 0, 0, 0, 0, 0]]  # mean 8.75 fires at once
+    _, mean_steps = run(model, "threshold", early_commit_gap="mean", **kw)
+    _, min_steps = run(model, "threshold", **kw)  # min is the default
+    assert mean_steps.tolist() == [[0, 0, 0, 0, 0, 0]]  # mean 8.75 fires at once (the reference's reduction)
     assert min_steps.tolist() == [[0, 1, 1, 1, 1, 1]]  # min 6 < 7.5 at g/S = 1/6; at 2/6 >= 0.33 the threshold is 5.0
 
 
@@ -221,12 +221,12 @@ def test_composition_order():
                  gap(V, 12, 8.0), gap(V, 13, 8.0), eos_hi)
     model = ScriptedLM.from_steps(V, [call0, call1, call2])
     opts = dict(threshold=0.745, block_length=4, block_schedule="adaptive", delimiters=[NL], window_fraction=0.5,
-                early_commit=True, eotp="threshold")
+                early_commit=True, early_commit_gap="mean", eotp="threshold")
     out, steps = run(model, "creditdecoding", **opts)
     # step 0: AdaBlock cuts block [0, 3) at the NL (p=0.9); credit-fused NL 0.9355 commits; EoTP commits the
     #         EOS predicted at 7 (p=0.95, outside the block). step 1: credit lifts positions 0/1 to 0.7467 >= 0.745.
     # step 2: block [3, 5) (NL at 4, p=0.5 >= 0.3); the answer positions 0..4 from the block on are 3 and 4:
-    #         mean gap (8 + ln 15) / 2 = 5.35 >= 5.0 (progress g/S = 3 / (2 * 8 / 2)) -> all-in commits 3..6.
+    #         mean gap (the reference's reduction) (8 + ln 15) / 2 = 5.35 >= 5.0 (progress g/S = 3 / (2 * 8 / 2)) -> all-in commits 3..6.
     assert steps.tolist() == [[1, 1, 0, 2, 2, 2, 2, 0]]
     assert [int(s.block_end[0]) - out.trace.gen_start for s in out.trace.steps] == [3, 3, 5]
     assert out.tokens.tolist() == [[5, 5, NL, 10, NL, 12, 13, EOS]] and out.seq_nfe == [3]

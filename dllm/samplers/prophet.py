@@ -1,13 +1,13 @@
 """Prophet early commit (docs/methods.md#prophet) as a ``Modifier`` usable on top of any policy.
 
 Each step, for every active row that has not fired yet, the gap ``top1 - top2`` of the **raw** logits (a
-log-probability ratio) is measured on the row's *monitored* positions and reduced to one number (``mean``, as
-the reference, or ``min``). If it reaches the threshold of the row's decoding progress (``thresholds[0]`` while
+log-probability ratio) is measured on the row's *monitored* positions and reduced to one number (``min`` by default, or
+``mean`` as the reference). If it reaches the threshold of the row's decoding progress (``thresholds[0]`` while
 progress < 0.33, ``thresholds[1]`` below 0.67, ``thresholds[2]`` after), the row commits from this step's forward
 every undecided position of its *commit scope* ("all-in"), on top of whatever the base policy committed, and
 never checks again.
 
-Defaults follow the reference (``generate_earlyexit.py``):
+Defaults follow the reference (``generate_earlyexit.py``) except the gap reduction (first Quirk below):
 
 * ``answer_region=(0, 5)``: the monitored positions are the generation offsets ``[0, 5)``, the reference's five
   answer positions with the answer taken to start the generation, read whether decided or not. An EOS tail after
@@ -21,6 +21,13 @@ Defaults follow the reference (``generate_earlyexit.py``):
   decided before the step (the previous default: one step later at one token per step, ``(g - 1) / S``).
 
 **Quirks** (deviations from the reference):
+
+* The monitored gaps are reduced with ``min`` by default; the reference averages them (``early_commit_gap=mean``).
+  The region is read decided or not, and a decided position's gap is large (the model predicts the token it
+  sees), so once most of the region is decided their gaps outvote a still-uncertain one and the mean fires the
+  all-in too early. On the synthetic suite (``dllm eval --bench synthetic --policy threshold,earlycommit --limit
+  40``) the mean scores 94.6% at 3.8 NFE (``shuffle`` 67.5%) against threshold 0.9's 100%; ``min`` scores 100%
+  at 6.8 NFE. ``early_commit_gap=mean`` is the reference rule, kept and tested.
 
 * No forced "The answer is" tokens: the reference places its five positions two tokens after constraint tokens
   forced into the canvas and checks nothing without them. Here the region is given as generation offsets, and
@@ -116,7 +123,7 @@ class EarlyCommit:
     """Prophet's all-in commit as a modifier (needs the policy's ``window == "answer"``)."""
 
     def __init__(self, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, region: Any = DEFAULT_REGION,
-                 reduce: str = "mean", scope: str = "all", progress: str = "step") -> None:
+                 reduce: str = "min", scope: str = "all", progress: str = "step") -> None:
         self.thresholds = parse_thresholds(thresholds)
         self.region = parse_region(region)
         check_choice("early_commit_gap", reduce, GAP_REDUCTIONS)

@@ -42,8 +42,10 @@ ANSWER_REGION = Option(
     "positions); all = every undecided generated position (the old default)",
     kind=None, parse=parse_region, allowed="all or start:end (end exclusive, may be empty)")
 #: how the monitored positions' gaps are reduced to one number
-EARLY_COMMIT_GAP = Option("early_commit_gap", "mean", "reduce the monitored gaps with mean (reference) or min",
-                          kind=str, choices=GAP_REDUCTIONS)
+EARLY_COMMIT_GAP = Option(
+    "early_commit_gap", "min", "reduce the monitored gaps with min (every monitored position confident; default) or "
+    "mean (the reference: decided positions' large gaps can outvote an uncertain one)", kind=str,
+    choices=GAP_REDUCTIONS)
 #: what the all-in commits
 EARLY_COMMIT_SCOPE = Option(
     "early_commit_scope", "all", "all-in commits every undecided generated position (all, reference) or only the "
