@@ -3,7 +3,8 @@
 Why: when a policy commits several tokens per forward, rows of one batch finish after different numbers of
 forwards (on the synthetic suite with ``threshold`` 0.9 a copy answer takes 1 forward, a shuffle answer up to
 9). Static batches keep a finished row's slot idle until the slowest row of its batch ends; continuous batching
-(``dllm.generate(..., batch_size=B)``, the default ``continuous=True``) gives the slot to the next prompt at once.
+(``dllm.generate(..., batch_size=B, continuous=True)``; the default on CUDA, static batches on a CPU) gives the
+slot to the next prompt at once.
 Both decode every prompt exactly as it would alone (the script checks the tokens are identical), so the only
 difference is how full each batched forward is.
 
