@@ -1,26 +1,44 @@
-"""Accuracy vs forwards of every decoding policy on the synthetic suite: each policy's knob swept, the
-one-token-per-step baseline, ``turbo`` and the replay point; a table, a JSON report and a frontier plot.
+"""Accuracy vs forwards of every decoding policy on a benchmark: each policy's knob swept, the one-token-per-step
+baseline, ``turbo`` and the replay point; a table, a JSON report and a frontier plot.
 
 Why: issue #13 asks for an accuracy-vs-NFE frontier per policy, with the replay (the fewest forwards that
-reproduce the one-token-per-step output, ``dllm eval --replay``) marked, and for a policy that takes at least 25%
-fewer forwards than ``threshold`` 0.9 at most 0.5 points below its accuracy. That target is set on
-GSM8K/HumanEval-format prompts with the dual cache, which need the workload model that is still training; this
-script measures what can be measured now: the shipped tiny model on the synthetic suite (answer region of 16,
-one block, no cache by default).
+reproduce the one-token-per-step output, ``dllm eval --replay``) marked, and for a policy or preset that takes at
+least 25% fewer forwards than ``threshold`` 0.9 at most 0.5 points below its accuracy, on the GSM8K-format and the
+HumanEval-format sets with the dual cache. ``--bench synthetic`` (the default) runs the shipped tiny model on the
+synthetic suite (answer region of 16, one block, no cache by default); ``--bench gsm8k`` / ``--bench humaneval``
+run the benchmark's own default model (the shipped ``workload-llada``), lengths (gen 256, block 32), chat setting
+and data (the shipped workload test set), all resolved as ``dllm eval`` resolves them.
 
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --png docs/frontier_synthetic.png   # 20 per family, all policies
     python benchmarks/frontier.py --limit 1 --policies threshold,freedave --png f.png --json f.json
+    python benchmarks/frontier.py --bench gsm8k --cache dual --out runs/frontier-gsm8k       # issue #13, GSM8K set
+    python benchmarks/frontier.py --bench humaneval --cache dual --out runs/frontier-humaneval  # and HumanEval set
+    python benchmarks/frontier.py --bench gsm8k --cache dual --limit 2 --num-fewshot 0 --policies threshold
+
+``--limit`` is examples per family on the synthetic suite (default 20) and examples on the other benchmarks
+(default: the whole test set: 500 GSM8K-format problems, 200 HumanEval-format ones); ``--num-fewshot`` is
+GSM8K's option of the same name (default 5). ``--device cuda`` for the full workload sets (CPU by default).
 
 Every point is one ``dllm.evals.runner.evaluate`` run (records resumable under ``--out``); rows, AUP and the plot
 come from ``dllm.evals.report`` (``plan_runs``, ``build_report``, ``plot_frontier``, whose x axis is tokens per
-forward: generated tokens / NFE, so further right = fewer forwards). This script adds the knob per policy, marks
-each policy's default point, lays the legend outside the axes and summarises each policy against
-``threshold`` 0.9 (:func:`summarize`).
+forward: generated tokens / NFE, so further right = fewer forwards). Accuracy is the benchmark's primary metric
+(``Benchmark.primary_metric``: synthetic exact match, GSM8K flexible extract, HumanEval pass@1). This script adds
+the knob per policy, marks each policy's default point, lays the legend outside the axes and summarises each
+policy against ``threshold`` 0.9 *with the same cache* (:func:`summarize`; with ``--cache none,dual`` each cache
+has its own reference, and a preset that brings its own cache is compared at the cache it runs with).
 
 Knobs (``SWEEPS``): the option that trades accuracy for forwards, over a few values, the registry's default always
-among them. Quota policies (``lowconf``, ``random`` and Dream's three) sweep ``steps`` (default gen_length);
-``lowconf`` at steps = gen_length is the baseline row. ``learnedfilter``'s ``threshold`` defaults to the shipped
-filter's own (0.96). A registered policy or preset missing from ``SWEEPS`` runs at its defaults as one point.
+among them (read from the registry, never written here). Quota policies (``lowconf``, ``random`` and Dream's
+three) sweep ``steps``: the step budgets that give 1, 2 or 4 tokens per step in every block (a divisor must divide
+``block_length``, so each block gets a whole number of steps and tokens per step: 256, 128, 64 at gen 256 /
+block 32; 16, 8, 4 on the synthetic suite), the budget default among them; ``lowconf`` at steps = gen_length with
+no cache is the baseline row. ``learnedfilter``'s ``threshold`` defaults to the shipped filter's own (0.96);
+``wino`` sweeps its wide-in ``threshold``, ``saber`` its fewest commits per step ``n``. Without ``--policies``
+every registered policy and preset runs (those in ``SWEEPS`` first; an entry whose policy is not registered is
+skipped); one missing from ``SWEEPS`` runs at its defaults as one point.
+
+**Quirk**: no warm-up call before each point (``dllm eval`` makes one): the frontier reads NFE and TPF only, so the
+wall times in the JSON include one-time initialisation.
 """
 
 from __future__ import annotations
@@ -39,10 +57,11 @@ import torch
 
 from dllm.errors import DllmError
 
+#: the default benchmark, whose ``--limit`` counts examples per family
 BENCH = "synthetic"
 #: the knob of quota policies: the step budget (a length, not a policy option)
 STEPS = "steps"
-#: policy -> (knob, values); values of ``steps`` are divisors of gen_length as fractions (1 = one token per step)
+#: policy -> (knob, values); values of ``steps`` are tokens per step (divisors of block_length; 1 = one per step)
 SWEEPS: dict[str, tuple[str | None, tuple[Any, ...]]] = {
     "lowconf": (STEPS, (1, 2, 4)),
     "random": (STEPS, (1, 2, 4)),
@@ -58,6 +77,8 @@ SWEEPS: dict[str, tuple[str | None, tuple[Any, ...]]] = {
     "localleap": ("threshold", (0.8, 0.9, 0.95)),
     "klass": ("conf_threshold", (0.7, 0.8, 0.9, 0.95)),
     "freedave": ("draft_steps", (2, 4, 8)),
+    "wino": ("threshold", (0.5, 0.6, 0.7, 0.8, 0.9)),
+    "saber": ("n", (1, 2, 4)),
     "turbo": (None, ()),
 }
 #: the issue's reference point and target: >= TARGET fewer forwards than threshold 0.9 at <= TOLERANCE points lower
@@ -76,12 +97,13 @@ class Point:
     default: bool
 
 
-def _default(policy: str, knob: str, gen_length: int) -> Any:
-    """The value a policy uses when the knob is not given (normalised as the registry validates it)."""
+def _default(policy: str, knob: str, steps: int) -> Any:
+    """The value a policy uses when the knob is not given (normalised as the registry validates it); ``steps`` is
+    the benchmark's step budget."""
     from dllm.samplers.registry import POLICIES
 
     if knob == STEPS:
-        return gen_length
+        return steps
     value = POLICIES.get(policy).validate({})[knob]
     if value is None and policy == "learnedfilter" and knob == "threshold":  # None = the filter's own threshold
         from dllm.samplers.learned import default_filter_path, load_filter_cached
@@ -102,11 +124,12 @@ def _same(policy: str, knob: str, a: Any, b: Any) -> bool:
 
 def plan(policies: Sequence[str], caches: Sequence[str], lengths: Any) -> list[Point]:
     """The baseline, each policy's sweep per cache (its default value added when missing), then one replay per
-    cache; lengths assigned (quota sweeps get their own step budgets). Runs share ``dllm eval``'s planner."""
+    cache; lengths assigned (quota sweeps get their own step budgets: gen_length / k for each k of the sweep that
+    divides block_length, so every block decodes k tokens per step). Runs share ``dllm eval``'s planner."""
     from dllm.evals.report import BASELINE_POLICY, assign_lengths, plan_runs
     from dllm.evals.settings import Lengths
 
-    g = lengths.gen_length
+    g, b = lengths.gen_length, lengths.block_length
     points = [Point(r, STEPS, g, True) for r in plan_runs([], {}, "none", "fixed", None, True, None)]
     for policy in policies:
         knob, values = SWEEPS.get(policy, (None, ()))
@@ -114,16 +137,16 @@ def plan(policies: Sequence[str], caches: Sequence[str], lengths: Any) -> list[P
             points += [Point(r, None, None, True) for r in plan_runs([policy], {}, list(caches), "fixed", None,
                                                                        False, None)]
             continue
-        default = _default(policy, knob, g)
+        default = _default(policy, knob, lengths.steps)
         if knob == STEPS:
-            values = tuple(dict.fromkeys(g // k for k in values if g % k == 0))
+            values = tuple(dict.fromkeys(g // k for k in values if b % k == 0))
         if not any(_same(policy, knob, v, default) for v in values):
             values = (*values, default)
         if knob == STEPS:
             for base in plan_runs([policy], {}, list(caches), "fixed", None, False, None):
                 for v in values:
                     run = copy.copy(base)
-                    run.swept, run.lengths = True, Lengths(g, lengths.block_length, v)
+                    run.swept, run.lengths = True, Lengths(g, b, v)
                     points.append(Point(run, knob, v, v == default))
         else:
             for run in plan_runs([policy], {}, list(caches), "fixed", None, False, (knob, list(values))):
@@ -161,20 +184,34 @@ def group_of(row: dict) -> str:
     return BASELINE_POLICY if row["baseline"] else row["group"]
 
 
+def cache_of(row: dict) -> str:
+    """The cache a report row decoded with: ``effective_cache`` where :func:`main` set it (a preset run with
+    ``--cache none`` keeps its own cache), else the row's ``cache``."""
+    return row.get("effective_cache") or row["cache"]
+
+
 def summarize(rows: Sequence[dict], primary: str = "correct", tolerance: float = TOLERANCE_POINTS,
               target: float = TARGET_FEWER) -> list[dict]:
     """Per group (in row order): its default point and its fewest-forwards point among those with accuracy >=
     the reference's minus ``tolerance`` points, that point's share of forwards saved against the reference
     (1 - NFE / reference NFE) and whether it reaches ``target``. The reference is ``threshold``'s default point
-    with the same cache; without one, the comparison fields are None. Ties on NFE go to the more accurate point,
-    then to the default setting, then to the earlier row."""
-    refs = {r["cache"]: r for r in rows if r["policy"] == REFERENCE_POLICY and r.get("default") and not r.get("replay")}
+    with the same cache (:func:`cache_of`: a dual-cache point is never measured against a no-cache reference);
+    without one, the comparison fields are None. Ties on NFE go to the more accurate point, then to the default
+    setting, then to the earlier row."""
+    refs: dict[str, dict] = {}
+    for r in rows:
+        if r["policy"] == REFERENCE_POLICY and r.get("default") and not r.get("replay"):
+            refs.setdefault(cache_of(r), r)
     out = []
     for group in dict.fromkeys(group_of(r) for r in rows):
         pts = [r for r in rows if group_of(r) == group]
-        ref = refs.get(pts[0]["cache"])
+        caches = {cache_of(r) for r in pts}
+        if len(caches) > 1:  # groups are per cache (plan_runs); a mixed group would compare across caches
+            raise DllmError(f"summary group {group!r} mixes caches {', '.join(sorted(caches))}")
+        cache = cache_of(pts[0])
+        ref = refs.get(cache)
         entry: dict[str, Any] = {
-            "group": group, "policy": pts[0]["policy"], "cache": pts[0]["cache"], "replay": bool(pts[0].get("replay")),
+            "group": group, "policy": pts[0]["policy"], "cache": cache, "replay": bool(pts[0].get("replay")),
             "points": len(pts), "default": next((_brief(r, primary) for r in pts if r.get("default")), None),
             "reference": _brief(ref, primary) if ref else None, "best": None, "fewer_forwards": None,
             "meets_target": None,
@@ -237,14 +274,20 @@ def format_tables(report: dict, summary: list[dict]) -> str:
 
 
 def verdict(summary: list[dict]) -> str:
-    """One sentence: which policies meet the target against threshold 0.9 on this run."""
-    hits = [s["group"] for s in summary if s["meets_target"] and not s["replay"] and s["policy"] != REFERENCE_POLICY]
-    ref = next((s["reference"] for s in summary if s["reference"]), None)
-    if ref is None:
+    """One sentence per cache with a reference: which policies meet the target against threshold 0.9 with that
+    cache (the no-cache sentence names no cache, as on the synthetic suite)."""
+    refs = {s["cache"]: s["reference"] for s in summary if s["reference"]}
+    if not refs:
         return f"no {REFERENCE_POLICY} 0.9 point in this run: no comparison"
-    head = (f"target (>= {100 * TARGET_FEWER:.0f}% fewer forwards than {REFERENCE_POLICY} 0.9, {ref['mean_nfe']:.2f} "
-            f"NFE at {100 * ref['accuracy']:.1f}%, within {TOLERANCE_POINTS:g} points): ")
-    return head + (f"met by {', '.join(hits)}" if hits else "met by no policy")
+    parts = []
+    for cache, ref in refs.items():
+        hits = [s["group"] for s in summary if s["cache"] == cache and s["meets_target"] and not s["replay"]
+                and s["policy"] != REFERENCE_POLICY]
+        where = "" if cache == "none" else f" with cache {cache}"
+        head = (f"target (>= {100 * TARGET_FEWER:.0f}% fewer forwards than {REFERENCE_POLICY} 0.9{where}, "
+                f"{ref['mean_nfe']:.2f} NFE at {100 * ref['accuracy']:.1f}%, within {TOLERANCE_POINTS:g} points): ")
+        parts.append(head + (f"met by {', '.join(hits)}" if hits else "met by no policy"))
+    return "; ".join(parts)
 
 
 def plot(report: dict, path: str, title: str) -> None:
@@ -275,14 +318,25 @@ def plot(report: dict, path: str, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: the shipped tiny-llada)")
-    parser.add_argument("--limit", type=int, default=20, help="test examples per family (6 families)")
+    parser.add_argument("--bench", default=BENCH,
+                        help="benchmark: synthetic (default), gsm8k, humaneval or another registered one")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint directory (default: the benchmark's shipped model: tiny-llada for "
+                             "synthetic, workload-llada for gsm8k and humaneval)")
+    parser.add_argument("--data", default=None,
+                        help="data file (gsm8k JSONL, humaneval .jsonl[.gz]; default: the shipped workload test set "
+                             "for a shipped model, as dllm eval)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="synthetic: test examples per family (6 families; default 20); other benchmarks: the "
+                             "first N examples (default: all)")
+    parser.add_argument("--num-fewshot", type=int, default=None, help="GSM8K few-shot examples (default 5)")
     parser.add_argument("--policies", default=None,
-                        help="comma-separated policies/presets (default: every one in SWEEPS); the baseline and "
-                             "the replay always run")
+                        help="comma-separated policies/presets (default: every registered one, those in SWEEPS "
+                             "first); the baseline and the replay always run")
     parser.add_argument("--cache", default="none", help="comma-separated caches, each run with every policy")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     parser.add_argument("--out", default="runs/frontier", help="records and summaries (reruns resume from them)")
     parser.add_argument("--json", default=None, help="report + summary JSON (default: OUT/frontier.json)")
     parser.add_argument("--png", default=None, help="frontier plot (default: OUT/frontier.png)")
@@ -291,50 +345,79 @@ def main(argv: list[str] | None = None) -> int:
                                                                                          else sys.argv[1:]))
     try:
         import dllm
-        from dllm.assets import DEFAULT_MODEL
+        from dllm.assets import is_shipped
+        from dllm.cli.common import default_model_path
         from dllm.evals import runner
+        from dllm.evals.bench import get_benchmark
         from dllm.evals.report import build_report
+        from dllm.options import resolve_preset
         from dllm.samplers.registry import POLICIES, PRESETS
 
-        policies = list(SWEEPS) if args.policies is None else [p.strip() for p in args.policies.split(",")]
+        bench = args.bench
+        bench_obj, bench_entry = get_benchmark(bench)
+        given = {} if args.num_fewshot is None else {"num_fewshot": args.num_fewshot}
+        if given and "num_fewshot" not in bench_entry.option_names():
+            raise DllmError(f"--num-fewshot applies to benchmarks with few-shot prompts, not {bench!r}")
+        bench_options = bench_entry.validate(given, fill_defaults=False)
+        registered = POLICIES.names() + PRESETS.names()
+        policies = ([*(n for n in SWEEPS if n in registered), *(n for n in registered if n not in SWEEPS)]
+                    if args.policies is None else [p.strip() for p in args.policies.split(",")])
         for p in policies:
             if p not in POLICIES and p not in PRESETS:
-                raise DllmError(f"unknown policy {p!r}; choose from {', '.join(POLICIES.names() + PRESETS.names())}")
-        if args.limit < 1:
-            raise DllmError(f"--limit must be a positive integer, got {args.limit}")
+                raise DllmError(f"unknown policy {p!r}; choose from {', '.join(registered)}")
+        per_family = bench == BENCH
+        limit = (20 if per_family else None) if args.limit is None else args.limit
+        if limit is not None and limit < 1:
+            raise DllmError(f"--limit must be a positive integer, got {limit}")
+        if args.data is not None and not Path(args.data).exists():
+            raise DllmError(f"--data {args.data!r} does not exist")
         caches = [c.strip() for c in args.cache.split(",")]
         torch.set_num_threads(args.threads)
         warnings.simplefilter("ignore", RuntimeWarning)
-        model = dllm.load_model(args.model or DEFAULT_MODEL, device="cpu", dtype="float32")
-        lengths = runner.resolve_lengths(model, BENCH)
+        # the model, lengths, chat setting and data as `dllm eval` resolves them for this benchmark
+        model = dllm.load_model(args.model or default_model_path(bench_obj.default_model), device=args.device)
+        lengths = runner.resolve_lengths(model, bench)
+        chat = bench_obj.default_chat(model)
         points = _unique(plan(policies, caches, lengths))
         for p in points:
             runner.check_run(p.run.policy, p.run.options, p.run.cache, p.run.schedule, p.run.lengths)
-        samples = runner.load_samples(model, BENCH, limit=args.limit)
+        samples = runner.load_samples(model, bench, limit=limit, data=args.data, chat=chat, **bench_options)
         summaries = []
         for i, p in enumerate(points):
             r = p.run
             print(f"[{i + 1}/{len(points)}] {r.label}" + (f" steps={r.lengths.steps}" if p.knob == STEPS else ""),
                   file=sys.stderr, flush=True)
             summaries.append(runner.evaluate(
-                model, BENCH, r.policy, r.options, cache=r.cache, block_schedule=r.schedule,
+                model, bench, r.policy, r.options, cache=r.cache, block_schedule=r.schedule,
                 gen_length=r.lengths.gen_length, block_length=r.lengths.block_length, steps=r.lengths.steps,
-                batch_size=args.batch_size, continuous=False, out_dir=args.out, samples=samples, progress=False,
-                replay=r.replay))
+                batch_size=args.batch_size, continuous=False, out_dir=args.out, data=args.data, chat=chat,
+                samples=samples, progress=False, warmup=False, replay=r.replay, **bench_options))
     except DllmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     name = Path(model.name_or_path).name or str(model.name_or_path)
-    report = build_report(BENCH, name, [p.run for p in points], summaries, "knob (per policy)")
+    report = build_report(bench, name, [p.run for p in points], summaries, "knob (per policy)")
     for p, row in zip(points, report["rows"]):
-        row.update(knob=p.knob, value=p.value, default=p.default)
+        row.update(knob=p.knob, value=p.value, default=p.default,
+                   effective_cache=resolve_preset(p.run.policy, p.run.cache, p.run.schedule)[1])
         if p.knob == STEPS and not p.run.baseline:
             row["label"] += f" steps={p.value}"
-    summary = summarize(report["rows"], report["primary_metric"])
+    primary = report["primary_metric"]
+    summary = summarize(report["rows"], primary)
     n = report["rows"][0]["n"]
-    header = (f"{BENCH} suite, {name}, n = {n} ({args.limit} per family), gen = block = {lengths.gen_length}, "
-              f"cache {args.cache}, {args.threads} thread(s); 1 sample = {100 / n:.2f} points")
+    if per_family:
+        header = (f"{bench} suite, {name}, n = {n} ({limit} per family), gen = block = {lengths.gen_length}, "
+                  f"cache {args.cache}, {args.threads} thread(s); 1 sample = {100 / n:.2f} points")
+        title = f"{bench} suite, {name}, n={n}: accuracy vs tokens per forward (right = fewer forwards)"
+    else:
+        metric = next((h for h, key in bench_obj.columns if key == primary), primary)
+        data = args.data or ("shipped test set" if is_shipped(model.name_or_path) else "default data")
+        shots = bench_entry.validate(bench_options).get("num_fewshot")
+        header = (f"{bench} ({data}{'' if shots is None else f', {shots}-shot'}), {name}, n = {n}, accuracy = "
+                  f"{metric}, gen {lengths.gen_length} / block {lengths.block_length}, chat {'on' if chat else 'off'}, "
+                  f"cache {args.cache}, {args.device}, {args.threads} thread(s); 1 sample = {100 / n:.2f} points")
+        title = f"{bench}, {name}, n={n}, {metric}: accuracy vs tokens per forward (right = fewer forwards)"
     text = format_tables(report, summary)
     print(header)
     print(text)
@@ -342,10 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     json_path = Path(args.json or Path(args.out) / "frontier.json")
     png = args.png or str(Path(args.out) / "frontier.png")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {**report, "command": command, "n_per_family": args.limit, "header": header, "summary": summary,
-           "verdict": verdict(summary), "tolerance_points": TOLERANCE_POINTS, "target_fewer": TARGET_FEWER}
+    doc = {**report, "command": command, ("n_per_family" if per_family else "limit"): limit, "header": header,
+           "summary": summary, "verdict": verdict(summary), "tolerance_points": TOLERANCE_POINTS,
+           "target_fewer": TARGET_FEWER, "chat": chat, "bench_options": bench_entry.validate(bench_options),
+           "lengths": {"gen_length": lengths.gen_length, "block_length": lengths.block_length,
+                       "steps": lengths.steps}}
     json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    plot(report, png, f"{BENCH} suite, {name}, n={n}: accuracy vs tokens per forward (right = fewer forwards)")
+    plot(report, png, title)
     print(f"json: {json_path}\nplot: {png}")
     return 0
 
