@@ -17,6 +17,7 @@ import dllm
 from dllm.errors import DllmError
 from dllm.evals.synthetic import load_split
 from dllm.samplers.policies.saber import Backtrack
+from dllm.samplers.registry import make_policy
 
 V = 16
 PROMPT = [7, 8, 9]
@@ -71,7 +72,7 @@ RULE_STEPS = [
 
 def test_threshold_fallback_and_backtrack():
     model = ScriptedLM.from_steps(V, RULE_STEPS)
-    out, steps = run_scripted(model, "saber", [PROMPT])
+    out, steps = run_scripted(model, "saber", [PROMPT], n=2)
     assert steps == [[2, 1, 1, 2, 4, 3, 3, 4]] and out.seq_nfe == [5]
     assert remasked_at(out) == [[], [0], [5], [4], []]
     assert out.trace.steps[0].committed[0].nonzero().squeeze(1).tolist() == [0]  # 1 taken back in the same step
@@ -80,11 +81,11 @@ def test_threshold_fallback_and_backtrack():
 
 
 @pytest.mark.parametrize("n,mu,r", [
-    (2, 8, 1),  # the defaults: max(floor(2/2), ceil(2/8)) = 1
+    (2, 8, 1),  # the reference's: max(floor(2/2), ceil(2/8)) = 1
     (4, 8, 2),  # floor(n/2) = 2 binds
     (5, 2, 3),  # ceil(5/2) = 3 binds (floor(5/2) = 2)
     (3, 1, 2),  # ceil(3/1) = 3, capped at fix - 1 = 2
-    (1, 8, 0),  # max(0, 1) capped at fix - 1 = 0
+    (1, 8, 0),  # the default n: max(0, 1) capped at fix - 1 = 0
 ])
 def test_remask_count_at_the_first_step(n, mu, r):
     # step 0 commits the top n (tau = 1.0), so fix = n; the r least confident of them (delta = c) are taken back in
@@ -95,6 +96,23 @@ def test_remask_count_at_the_first_step(n, mu, r):
     assert Backtrack(n, mu).count(torch.tensor([n])).tolist() == [r]
 
 
+def test_default_n_is_one():
+    """``n`` = 1 by default (docs/methods.md#saber; the reference's 2 loses 14 points on the synthetic suite).
+    Step 0 (tau = 1.0, nothing passes): n = 1 commits the most confident, position 0 (.9), and takes nothing back
+    (r = min(max(0, ceil(1/8)), 0) = 0); n = 2 commits 0 and 1 and takes 1 back (r = 1, lowest delta .85), whose
+    entry stays in the mean: tau = (.9 + .85) / 2 = .875. From step 1 every position reads .88: it passes .875, so
+    n = 2 fills the block; at n = 1 tau never drops below .88 (.9, then the mean of .9 and .88s), one a step."""
+    model = ScriptedLM.from_steps(V, [step_logits([0.9 - 0.05 * i for i in range(8)]), step_logits([0.88] * 8)])
+    out, default = run_scripted(model, "saber", [PROMPT])
+    _, reference = run_scripted(model, "saber", [PROMPT], n=2)
+    # (which .88 goes first is float rounding of the scripted softmax; one a step is the rule)
+    assert sorted(default[0]) == list(range(8)) and default[0][0] == 0 and out.seq_nfe == [8]
+    assert reference == [[0] + [1] * 7]
+    assert make_policy("saber").options["n"] == 1
+    # a step where several pass the threshold still backtracks at n = 1: fix = 5 commits, r = ceil(5/8) = 1
+    assert Backtrack(1, 8).count(torch.tensor([1, 5, 9])).tolist() == [0, 1, 2]
+
+
 def test_fix_counts_the_step_commits():
     # n = 2, mu = 2. Step 0: top-2 {0, 1}, r = 1: 1 taken back; tau = (.9 + .85) / 2 = .875. Step 1: 1-5 pass (.91 to
     # .95): fix = 5, r = min(max(1, ceil(5/2)), 4) = 3 (with fix = n = 2 it would be 1); deltas 0: .5 - .9 = -.4,
@@ -102,7 +120,7 @@ def test_fix_counts_the_step_commits():
     model = ScriptedLM.from_steps(V, [step_logits([0.9 - 0.05 * i for i in range(8)]),
                                       step_logits([0.5, 0.95, 0.94, 0.93, 0.92, 0.91, 0.2, 0.1]),
                                       step_logits([0.99] * 8)])
-    out, steps = run_scripted(model, "saber", [PROMPT], mu=2)
+    out, steps = run_scripted(model, "saber", [PROMPT], n=2, mu=2)
     assert steps == [[2, 2, 2, 1, 1, 1, 2, 2]] and remasked_at(out) == [[], [0], []]
     assert decided_after_each_step(out) == [1, 3, 8]
     assert Backtrack(2, 2).count(torch.tensor([1, 2, 5, 9])).tolist() == [1, 1, 3, 5]  # fix = max(2, committed)
@@ -133,7 +151,7 @@ def by_prompt(scripts: dict[tuple, list[torch.Tensor]]):
 
 def test_blocks_backtrack_only_the_current_block():
     model = ScriptedLM.from_steps(V, BLOCK_STEPS)
-    out, steps = run_scripted(model, "saber", [PROMPT], block_length=4)
+    out, steps = run_scripted(model, "saber", [PROMPT], n=2, block_length=4)
     assert steps == [[0, 1, 1, 1, 2, 2, 3, 3]] and out.seq_nfe == [4]
     assert remasked_at(out) == [[]] * 4
     assert out.tokens.tolist() == [list(range(4, 12))]
@@ -141,7 +159,7 @@ def test_blocks_backtrack_only_the_current_block():
     # most (.97 -> .1): still only its current block is backtracked, as alone
     slow = step_logits([0.9, 0.8, 0.7, 0.6] * 2)
     model = ScriptedLM(V, 8, by_prompt({tuple(PROMPT): BLOCK_STEPS, tuple(SLOW): [slow]}))
-    both, steps = run_scripted(model, "saber", [PROMPT, SLOW], block_length=4)
+    both, steps = run_scripted(model, "saber", [PROMPT, SLOW], n=2, block_length=4)
     assert both.trace.steps[2].window_start == both.trace.gen_start < int(both.trace.steps[2].block_start[0])
     assert steps[0] == [0, 1, 1, 1, 2, 2, 3, 3] and both.seq_nfe[0] == 4 and both.tokens[0].tolist() == list(range(4, 12))
 
@@ -152,8 +170,8 @@ def test_a_refilled_slot_starts_with_an_empty_record():
     slow = step_logits([0.5] * 8)
     model = ScriptedLM(V, 8, by_prompt({tuple(PROMPT): RULE_STEPS, tuple(SLOW): [slow]}))
     model.reset()
-    out = dllm.generate(model, [SLOW, PROMPT], policy="saber", gen_length=8, block_length=8, stop_at_eos=False,
-                        batch_size=1, continuous=True)
+    out = dllm.generate(model, [SLOW, PROMPT], policy="saber", n=2, gen_length=8, block_length=8,
+                        stop_at_eos=False, batch_size=1, continuous=True)
     assert out.tokens[1].tolist() == [12, 5, 6, 7, 14, 13, 10, 11] and out.seq_nfe[1] == 5
 
 
@@ -166,8 +184,9 @@ def prompts(tiny) -> list[list[int]]:
     return [dllm.encode_prompt(tiny, ex.prompt, chat=False) for ex in load_split("test", n_per_family=1)]
 
 
-#: 32-token answers in one block: twice the tiny model's answers, so the backtrack remasks earlier commits
-LONG = dict(gen_length=32, block_length=32)
+#: 32-token answers in one block: twice the tiny model's answers, so the backtrack remasks earlier commits; the
+#: reference's n = 2 (at the default n = 1 nothing passes the adaptive threshold on this model: one token a step)
+LONG = dict(gen_length=32, block_length=32, n=2)
 
 
 def _requests(monkeypatch) -> list[torch.Tensor]:
