@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fake_model import MASK, ScriptedLM, content_script, peaked
+from fake_model import EOS, MASK, ScriptedLM, content_script, peaked
 
 import dllm
 from dllm.errors import DllmError
 from dllm.evals.synthetic import load_split
 from dllm.samplers.policies.freedave import FreeDave
-from dllm.samplers.registry import make_policy
+from dllm.samplers.registry import POLICIES, make_policy
 
 V = 16
 PROMPT = [7, 8, 9]
@@ -260,6 +260,239 @@ def test_defaults():
     (dict(draft_steps=2.5), "draft_steps must be an integer"),
 ])
 def test_errors_are_one_line(tiny, opts, match):
+    with pytest.raises(DllmError, match=match) as err:
+        dllm.generate(tiny, ["sort:8315="], policy="freedave", gen_length=GEN, **opts)
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# base=threshold (FreeDave++): the threshold rule's exact tokens, and the static step of every commit
+#
+# ``cache_stats["static_commit_step"]`` gives, per row and generated position, the static step (of the base
+# rule) at which freedave committed it; for ``threshold`` that is ``trace.commit_step()`` (one step per forward).
+
+TAU = 0.95
+
+
+def _table_script(table):
+    """Logits chosen by which of the six positions are decided: ``table[decided]`` lists (token, probability) per
+    position; any other state (only a wrong draft reaches one) proposes token 12 at 0.55 everywhere."""
+    def script(prompt, call, gen):
+        rows = table.get(tuple(int(t != MASK) for t in gen.tolist()), [(12, 0.55)] * 6)
+        return torch.stack([peaked(V, t, p) for t, p in rows])
+    return script
+
+
+@pytest.mark.parametrize("draft_steps,expected,nfe,draft_rows", [
+    # threshold 0.95 on fixed confidences 0.8, 0.6, 0.97, 0.7, 0.5, 0.96: step 0 commits 2 and 5 (>= 0.95), then
+    # nothing reaches 0.95 and each step commits the most confident left: 0, 3, 1, 4 (5 forwards).
+    # draft_steps 4: forward 1 has no seed (2, 5); forward 2 drafts +0, +0+3, +0+3+1 (the threshold rule on the
+    # first logits: one most confident token per step), all verify, and T_3 = 4 -> 2 forwards, 3 draft rows
+    (4, [1, 1, 0, 1, 1, 0], 2, 3),
+    # one draft per forward: 2 5 | 0 3 | 1 4
+    (2, [1, 2, 0, 1, 2, 0], 3, 2),
+    (1, [1, 3, 0, 2, 4, 0], 5, 0),  # no drafts: threshold itself
+])
+@pytest.mark.parametrize("budget", [6, 2])
+def test_threshold_base_takes_several_threshold_steps(draft_steps, expected, nfe, draft_rows, budget):
+    # the step budget does not change the threshold rule, nor its drafts (one token per drafted step, not a quota)
+    model = fixed_model([0.8, 0.6, 0.97, 0.7, 0.5, 0.96])
+    base, base_steps = run(model, "threshold", threshold=TAU, steps=budget)
+    assert base_steps == [[1, 3, 0, 2, 4, 0]] and base.seq_nfe == [5]
+    out, steps = run(model, "freedave", base="threshold", threshold=TAU, draft_steps=draft_steps, steps=budget)
+    assert steps == [expected] and out.seq_nfe == [nfe]
+    assert out.tokens.tolist() == base.tokens.tolist() == [[4, 5, 6, 7, 8, 9]]
+    assert out.cache_stats["static_commit_step"] == base_steps  # the same positions at the same static steps
+    assert out.cache_stats["draft_rows"] == [draft_rows] and out.cache_stats["draft_accepted"] == [5 - nfe]
+
+
+#: threshold 0.95: {} -> 0 | {0} -> 1, 2 (both 0.96) | {0, 1, 2} -> 3 (0.97) | -> 4 (0.8, at least one) | -> 5
+SKIP = {
+    (0, 0, 0, 0, 0, 0): [(5, 0.97), (6, 0.9), (7, 0.8), (8, 0.7), (9, 0.6), (10, 0.5)],
+    (1, 0, 0, 0, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.7), (9, 0.6), (10, 0.5)],
+    (1, 1, 1, 0, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.8), (10, 0.7)],
+    (1, 1, 1, 1, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.8), (10, 0.7)],
+    (1, 1, 1, 1, 1, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.8), (10, 0.7)],
+}
+
+
+def test_threshold_step_of_several_tokens_is_matched_by_a_later_draft():
+    # forward 2 (draft_steps 3): canvas {0}, drafts +1 and +1+2 from the first logits' ranking (0.9, 0.8). The
+    # static step of {0} commits 1 AND 2, so draft 1 (+1 alone) is not a static state but draft 2 is: the chain
+    # hops from the canvas straight to draft 2, then T_2 = {3}. Forward 3: canvas {0..3}, draft +4 verifies,
+    # T = {5}. A chain that only tries the next draft (j = best + 1) would stop at the canvas and commit 1, 2 alone
+    # ([0, 1, 1, 2, 2, 2]).
+    model = ScriptedLM(V, 6, _table_script(SKIP))
+    base, base_steps = run(model, "threshold", threshold=TAU)
+    assert base.tokens.tolist() == [[5, 6, 7, 8, 9, 10]] and base_steps == [[0, 1, 1, 2, 3, 4]]
+    out, steps = run(model, "freedave", base="threshold", threshold=TAU, draft_steps=3)
+    assert out.tokens.tolist() == base.tokens.tolist() and steps == [[0, 1, 1, 1, 2, 2]]
+    assert out.cache_stats["static_commit_step"] == base_steps
+    assert out.seq_nfe == [3] and out.cache_stats["draft_rows"] == [3] and out.cache_stats["draft_accepted"] == [2]
+
+
+#: like SKIP, but the first logits rank 3 (0.8) above 2 (0.5), and the state {0, 1}, which the threshold rule
+#: never visits ({0} commits 1 and 2 together), proposes token 13 at position 2 with 0.97
+TRAP = {
+    (0, 0, 0, 0, 0, 0): [(5, 0.97), (6, 0.9), (7, 0.5), (8, 0.8), (9, 0.4), (10, 0.3)],
+    (1, 0, 0, 0, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.8), (9, 0.4), (10, 0.3)],
+    (1, 1, 0, 0, 0, 0): [(5, 0.97), (6, 0.96), (13, 0.97), (8, 0.8), (9, 0.4), (10, 0.3)],
+    (1, 1, 1, 0, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.6), (10, 0.5)],
+    (1, 1, 1, 1, 0, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.6), (10, 0.5)],
+    (1, 1, 1, 1, 1, 0): [(5, 0.97), (6, 0.96), (7, 0.96), (8, 0.97), (9, 0.6), (10, 0.5)],
+}
+
+
+def _reference_subset_rule(pick, draft_tokens, commit, tokens):
+    """The reference's FreeDave++ match: the draft's step is only a *subset* of the static commit."""
+    return not bool((pick & ~commit).any()) and torch.equal(draft_tokens[pick], tokens[pick])
+
+
+def test_a_subset_draft_is_not_accepted(monkeypatch):
+    # forward 2: drafts +1, +1+3, +1+3+2; T_0 = {1, 2}. No draft equals {0} + T_0, so the step commits 1 and 2
+    # only; forward 3 verifies +3 and +3+4 and commits 5 from the last: the threshold rule's tokens and steps.
+    model = ScriptedLM(V, 6, _table_script(TRAP))
+    base, base_steps = run(model, "threshold", threshold=TAU)
+    assert base.tokens.tolist() == [[5, 6, 7, 8, 9, 10]] and base_steps == [[0, 1, 1, 2, 3, 4]]
+    out, steps = run(model, "freedave", base="threshold", threshold=TAU)
+    assert out.tokens.tolist() == base.tokens.tolist() and steps == [[0, 1, 1, 2, 2, 2]]
+    assert out.cache_stats["static_commit_step"] == base_steps
+    assert out.seq_nfe == [3] and out.cache_stats["draft_rows"] == [5] and out.cache_stats["draft_accepted"] == [2]
+    # The reference's rule moves to the largest draft that is a subset of T_0's state: +1 = {0, 1}, a state the
+    # threshold rule never visits, whose logits commit token 13 at position 2 (threshold: 7)
+    monkeypatch.setattr(FreeDave, "verified", staticmethod(_reference_subset_rule))
+    lossy, _ = run(model, "freedave", base="threshold", threshold=TAU)
+    assert lossy.tokens.tolist()[0][:3] == [5, 6, 13]
+
+
+def test_stop_at_eos_quirk_commits_after_the_final_end_token():
+    # threshold 0.95 on fixed logits 0 -> 5 (0.97), 1 -> EOS (0.9), 2 -> 6 (0.8), 3 -> 7 (0.7): 0, then EOS at 1
+    # (at least one), and with stop_at_eos the row stops there: 2 and 3 are filled with EOS, never committed.
+    # freedave's forward 2 verifies +1 and +1+2 and commits T_2 = 3 as well: the same tokens and forwards, but its
+    # static steps show commits after the end token (documented Quirk: the policy does not see stop_at_eos).
+    logits = torch.stack([peaked(V, 5, 0.97), peaked(V, EOS, 0.9), peaked(V, 6, 0.8), peaked(V, 7, 0.7)])
+    model = ScriptedLM(V, 4, lambda prompt, call, gen: logits)
+    base, base_steps = run(model, "threshold", threshold=TAU, stop_at_eos=True)
+    out, steps = run(model, "freedave", base="threshold", threshold=TAU, stop_at_eos=True)
+    assert base.tokens.tolist() == out.tokens.tolist() == [[5, EOS, EOS, EOS]]
+    assert base.seq_nfe == out.seq_nfe == [2]
+    assert base_steps == [[0, 1, -1, -1]] and out.cache_stats["static_commit_step"] == [[0, 1, 2, 3]]
+    # without stop_at_eos both decode 2 and 3 (tokens 6, 7) at static steps 2 and 3
+    base, base_steps = run(model, "threshold", threshold=TAU)
+    out, _ = run(model, "freedave", base="threshold", threshold=TAU)
+    assert base.tokens.tolist() == out.tokens.tolist() == [[5, EOS, 6, 7]]
+    assert base_steps == out.cache_stats["static_commit_step"] == [[0, 1, 2, 3]]
+    assert base.seq_nfe == [4] and out.seq_nfe == [2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_threshold_base_content_dependent_logits(seed):
+    # pseudo-random logits of the canvas (sharp enough that some steps commit several tokens at 0.5)
+    model = ScriptedLM(V, 12, content_script(V, seed=seed, sharpness=6.0))
+    prompts = [[7, 8, 9], [10, 11], [6, 5, 7, 8, 9]]
+    for block in (12, 4):
+        base, base_steps = run(model, "threshold", prompts, block_length=block, threshold=0.5)
+        out, _ = run(model, "freedave", prompts, block_length=block, base="threshold", threshold=0.5, draft_steps=3)
+        assert out.tokens.tolist() == base.tokens.tolist()
+        assert out.cache_stats["static_commit_step"] == base_steps
+        assert all(f <= b for f, b in zip(out.seq_nfe, base.seq_nfe))
+
+
+def _maps(outs, policy):
+    if policy == "threshold":
+        return [r for o in outs for r in o.trace.commit_step().tolist()]
+    return [r for o in outs for r in o.cache_stats["static_commit_step"]]
+
+
+def _threshold_mismatches(tiny, prompts, tau, stop_at_eos=True, **kw):
+    """Examples where ``freedave base=threshold`` differs from ``threshold``: tokens, or the static step of a
+    commit (with stop_at_eos, positions after the first end token that the static decode never committed, the
+    EOS fill, are left out: test_stop_at_eos_quirk_commits_after_the_final_end_token). Also returns both runs'
+    forwards per example."""
+    base_tokens, base_nfe, base_outs = _batched(tiny, prompts, "threshold", threshold=tau, trace=True,
+                                                stop_at_eos=stop_at_eos, **kw)
+    tokens, nfe, outs = _batched(tiny, prompts, "freedave", base="threshold", threshold=tau,
+                                 stop_at_eos=stop_at_eos, **kw)
+    ends = set(tiny.special.end_ids)
+    bad = []
+    for i, (a, b, ma, mb) in enumerate(zip(tokens, base_tokens, _maps(outs, "freedave"), _maps(base_outs, "threshold"))):
+        cut = next((k + 1 for k, t in enumerate(b) if t in ends), len(b)) if stop_at_eos else len(b)
+        filled = [k >= cut and s == -1 for k, s in enumerate(mb)]
+        assert not any(filled) or stop_at_eos  # without stop_at_eos every position is committed
+        if a != b or [s for s, f in zip(ma, filled) if not f] != [s for s, f in zip(mb, filled) if not f]:
+            bad.append(i)
+    return bad, nfe, base_nfe, outs
+
+
+@pytest.mark.parametrize("tau,block_length,cache,opts", [
+    (0.5, 16, "none", {}), (0.7, 4, "none", {}), (0.9, 16, "none", {"stop_at_eos": False}), (TAU, 16, "none", {}),
+    (TAU, 4, "none", {"stop_at_eos": False}), (TAU, 4, "dual", {}), (0.9, 4, "prefix", {}),
+    (0.7, 4, "delayed", {"refresh": 1}),
+])
+def test_tiny_llada_threshold_base_equals_threshold(tiny, prompts, tau, block_length, cache, opts):
+    bad, nfe, base_nfe, outs = _threshold_mismatches(tiny, prompts, tau, block_length=block_length, cache=cache,
+                                                     **opts)
+    assert bad == [], f"examples {bad} differ from threshold {tau}"
+    assert all(f <= b for f, b in zip(nfe, base_nfe))
+    # measured (60 prompts, mean forwards freedave vs threshold): block 16: 1.65 vs 1.82 (0.5), 1.85 vs 2.05 (0.95,
+    # 1.83 vs 2.03 at 0.9 without stop_at_eos); block 4: 2.38 vs 2.47 (0.7), 2.40 vs 2.50 (0.95), 4.67 vs 4.77 (0.95
+    # without stop_at_eos), 2.27 vs 2.53 (dual 0.95), 2.25 vs 2.53 (prefix 0.9). The tiny model is confident: the
+    # threshold rule needs about 2 forwards a block, which leaves little to draft.
+    assert sum(nfe) < sum(base_nfe), (sum(nfe), sum(base_nfe))
+    for o in outs:  # every extra row counted: at most draft_steps - 1 per forward
+        rows, seq = o.cache_stats["draft_rows"], o.seq_nfe
+        assert all(r <= 3 * n for r, n in zip(rows, seq))
+        assert o.cache_stats["rows_forwarded"] == [r + n for r, n in zip(rows, seq)]
+
+
+def test_threshold_base_mutations_break_the_equality(tiny, prompts, monkeypatch):
+    """The test above can fail: with verification skipped some example decodes other tokens; with the reference's
+    subset rule some example commits at other static steps (it visits states the threshold rule does not)."""
+    assert _threshold_mismatches(tiny, prompts, TAU, block_length=GEN)[0] == []
+    monkeypatch.setattr(FreeDave, "verified", staticmethod(_reference_subset_rule))
+    assert _threshold_mismatches(tiny, prompts, TAU, block_length=GEN)[0] != []
+    monkeypatch.setattr(FreeDave, "verified", staticmethod(lambda *args: True))
+    base, _, _ = _batched(tiny, prompts, "threshold", threshold=0.9, block_length=GEN)
+    broken, _, _ = _batched(tiny, prompts, "freedave", base="threshold", threshold=0.9, block_length=GEN)
+    assert sum(a != b for a, b in zip(broken, base)) > 0
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_tiny_threshold_base_batch_equals_single(tiny, prompts, cache):
+    ragged = [prompts[0], prompts[25], prompts[55]]
+    kw = dict(policy="freedave", base="threshold", threshold=0.7, gen_length=GEN, block_length=4, cache=cache,
+              trace=True)
+    batch = dllm.generate(tiny, ragged, **kw)
+    for i, p in enumerate(ragged):
+        one = dllm.generate(tiny, [p], **kw)
+        assert batch.tokens[i].tolist() == one.tokens[0].tolist()
+        assert batch.seq_nfe[i] == one.seq_nfe[0]
+        assert batch.trace.commit_step()[i].tolist() == one.trace.commit_step()[0].tolist()
+        for key in ("draft_rows", "draft_accepted", "static_commit_step"):
+            assert batch.cache_stats[key][i] == one.cache_stats[key][0]
+
+
+def test_threshold_base_options():
+    assert make_policy("freedave", base="threshold").options == {"draft_steps": 4, "base": "threshold",
+                                                                 "threshold": 0.95, "temperature": 0.0}
+    assert make_policy("freedave", base="threshold", threshold=0.8).options["threshold"] == 0.8
+    entry = POLICIES.get("freedave")
+    assert entry.option("base").describe()["allowed"] == "lowconf|threshold"
+    assert entry.option("base").default == "lowconf"
+
+
+@pytest.mark.parametrize("opts,match", [
+    (dict(threshold=0.8), r"threshold applies to base='threshold' only .*got threshold=0.8"),
+    (dict(base="quota"), r"base 'quota' is not allowed; choose one of: lowconf, threshold"),
+    (dict(base="threshold", threshold=1.5), r"threshold 1.5 is outside \(0, 1\]"),
+    (dict(base="threshold", temperature=0.5), r"freedave decodes greedily \(temperature 0\)"),
+    (dict(base="threshold", cache="delayed"), r"freedave is lossless with cache none, prefix or dual"),
+    (dict(base="threshold", cache="prefix", refresh=3), r"got cache 'prefix' with refresh=3"),
+    (dict(base="threshold", early_commit=True),
+     r"freedave cannot be combined with early_commit: its drafts are verified against threshold's static rule"),
+    (dict(base="threshold", eotp="reference"), "freedave cannot be combined with eotp"),
+])
+def test_threshold_base_errors_are_one_line(tiny, opts, match):
     with pytest.raises(DllmError, match=match) as err:
         dllm.generate(tiny, ["sort:8315="], policy="freedave", gen_length=GEN, **opts)
     assert "\n" not in str(err.value)
