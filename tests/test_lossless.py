@@ -3,7 +3,8 @@
 Scripted models pin the draft-and-verify rule (which static steps one forward takes, how many draft rows it
 costs, a wrong draft rejected); the shipped tiny model checks the promise on the synthetic test prompts (tokens
 identical to ``lowconf`` with ``steps = gen_length`` for every example, fewer forwards on average, with each
-cache freedave accepts), batch == single, the NFE accounting and the one-line errors.
+cache freedave accepts), batch == single, the NFE accounting and the one-line errors. The same for ``base=threshold``
+(FreeDave++): ``threshold``'s tokens and the static step of every commit, for several thresholds.
 """
 
 from __future__ import annotations
