@@ -344,12 +344,7 @@ TRAP = {
 }
 
 
-def _reference_subset_rule(pick, draft_tokens, commit, tokens):
-    """The reference's FreeDave++ match: the draft's step is only a *subset* of the static commit."""
-    return not bool((pick & ~commit).any()) and torch.equal(draft_tokens[pick], tokens[pick])
-
-
-def test_a_subset_draft_is_not_accepted(monkeypatch):
+def test_a_subset_draft_is_not_accepted():
     # forward 2: drafts +1, +1+3, +1+3+2; T_0 = {1, 2}. No draft equals {0} + T_0, so the step commits 1 and 2
     # only; forward 3 verifies +3 and +3+4 and commits 5 from the last: the threshold rule's tokens and steps.
     model = ScriptedLM(V, 6, _table_script(TRAP))
@@ -359,10 +354,9 @@ def test_a_subset_draft_is_not_accepted(monkeypatch):
     assert out.tokens.tolist() == base.tokens.tolist() and steps == [[0, 1, 1, 2, 2, 2]]
     assert out.cache_stats["static_commit_step"] == base_steps
     assert out.seq_nfe == [3] and out.cache_stats["draft_rows"] == [5] and out.cache_stats["draft_accepted"] == [2]
-    # The reference's rule moves to the largest draft that is a subset of T_0's state: +1 = {0, 1}, a state the
-    # threshold rule never visits, whose logits commit token 13 at position 2 (threshold: 7)
-    monkeypatch.setattr(FreeDave, "verified", staticmethod(_reference_subset_rule))
-    lossy, _ = run(model, "freedave", base="threshold", threshold=TAU)
+    # The reference's rule (verify=subset) moves to the largest draft that is a subset of T_0's state: +1 = {0, 1},
+    # a state the threshold rule never visits, whose logits commit token 13 at position 2 (threshold: 7)
+    lossy, _ = run(model, "freedave", base="threshold", threshold=TAU, verify="subset")
     assert lossy.tokens.tolist()[0][:3] == [5, 6, 13]
 
 
@@ -405,14 +399,14 @@ def _maps(outs, policy):
     return [r for o in outs for r in o.cache_stats["static_commit_step"]]
 
 
-def _threshold_mismatches(tiny, prompts, tau, stop_at_eos=True, **kw):
+def _threshold_mismatches(tiny, prompts, tau, stop_at_eos=True, verify="exact", **kw):
     """Examples where ``freedave base=threshold`` differs from ``threshold``: tokens, or the static step of a
     commit (with stop_at_eos, positions after the first end token that the static decode never committed, the
     EOS fill, are left out: test_stop_at_eos_quirk_commits_after_the_final_end_token). Also returns both runs'
     forwards per example."""
     base_tokens, base_nfe, base_outs = _batched(tiny, prompts, "threshold", threshold=tau, trace=True,
                                                 stop_at_eos=stop_at_eos, **kw)
-    tokens, nfe, outs = _batched(tiny, prompts, "freedave", base="threshold", threshold=tau,
+    tokens, nfe, outs = _batched(tiny, prompts, "freedave", base="threshold", threshold=tau, verify=verify,
                                  stop_at_eos=stop_at_eos, **kw)
     ends = set(tiny.special.end_ids)
     bad = []
@@ -448,11 +442,11 @@ def test_tiny_llada_threshold_base_equals_threshold(tiny, prompts, tau, block_le
 
 def test_threshold_base_mutations_break_the_equality(tiny, prompts, monkeypatch):
     """The test above can fail: with verification skipped some example decodes other tokens; with the reference's
-    subset rule some example commits at other static steps (it visits states the threshold rule does not)."""
+    subset rule (``verify=subset``) some example commits at other static steps (it visits states the threshold
+    rule does not)."""
     assert _threshold_mismatches(tiny, prompts, TAU, block_length=GEN)[0] == []
-    monkeypatch.setattr(FreeDave, "verified", staticmethod(_reference_subset_rule))
-    assert _threshold_mismatches(tiny, prompts, TAU, block_length=GEN)[0] != []
-    monkeypatch.setattr(FreeDave, "verified", staticmethod(lambda *args: True))
+    assert _threshold_mismatches(tiny, prompts, TAU, block_length=GEN, verify="subset")[0] != []
+    monkeypatch.setattr(FreeDave, "verified", lambda *args: True)
     base, _, _ = _batched(tiny, prompts, "threshold", threshold=0.9, block_length=GEN)
     broken, _, _ = _batched(tiny, prompts, "freedave", base="threshold", threshold=0.9, block_length=GEN)
     assert sum(a != b for a, b in zip(broken, base)) > 0
@@ -475,7 +469,9 @@ def test_tiny_threshold_base_batch_equals_single(tiny, prompts, cache):
 
 def test_threshold_base_options():
     assert make_policy("freedave", base="threshold").options == {"draft_steps": 4, "base": "threshold",
-                                                                 "threshold": 0.95, "temperature": 0.0}
+                                                                 "threshold": 0.95, "verify": "exact",
+                                                                 "temperature": 0.0}
+    assert make_policy("freedave", base="threshold", verify="subset").options["verify"] == "subset"
     assert make_policy("freedave", base="threshold", threshold=0.8).options["threshold"] == 0.8
     entry = POLICIES.get("freedave")
     assert entry.option("base").describe()["allowed"] == "lowconf|threshold"
@@ -485,6 +481,8 @@ def test_threshold_base_options():
 @pytest.mark.parametrize("opts,match", [
     (dict(threshold=0.8), r"threshold applies to base='threshold' only .*got threshold=0.8"),
     (dict(base="quota"), r"base 'quota' is not allowed; choose one of: lowconf, threshold"),
+    (dict(verify="subset"), r"verify='subset' applies to base='threshold' only"),
+    (dict(base="threshold", verify="loose"), r"verify 'loose' is not allowed; choose one of: exact, subset"),
     (dict(base="threshold", threshold=1.5), r"threshold 1.5 is outside \(0, 1\]"),
     (dict(base="threshold", temperature=0.5), r"freedave decodes greedily \(temperature 0\)"),
     (dict(base="threshold", cache="delayed"), r"freedave is lossless with cache none, prefix or dual"),

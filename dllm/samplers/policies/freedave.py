@@ -68,7 +68,8 @@ Wu and Zhang, 2025 (arXiv 2510.00294). Authors' code: ``cychomatica/FreeDave`` (
   threshold drafts a strict subset is a state the threshold rule never visits (its step commits all of ``T`` at
   once), so the reference's FreeDave++ can decode other tokens than threshold decoding: here the chain stops
   there and commits ``T`` instead, which is lossless (``tests/test_lossless.py`` shows both rules on a scripted
-  model, and the subset rule changing the static steps of one synthetic prompt on the tiny model).
+  model, and the subset rule changing the static steps of one synthetic prompt on the tiny model). The
+  reference's rule is ``verify=subset`` (with ``base=threshold``).
 * ``threshold`` defaults to the reference's FreeDave++ value 0.95; the ``threshold`` policy's default is 0.9, so
   pass the same value to both to compare them. ``threshold`` with ``base=lowconf`` is an error (one line).
 * With ``stop_at_eos`` the static decode stops at the state where an end token is decided with everything before
@@ -106,6 +107,8 @@ KEY = "freedave"
 NEG_INF = float("-inf")
 #: the static rules the drafts can reproduce
 BASES = ("lowconf", "threshold")
+#: how a threshold draft is matched with the static next state: the whole state (lossless) or the reference's subset
+VERIFY_MODES = ("exact", "subset")
 #: the reference's FreeDave++ threshold (``eval/scripts/eval_llada.sh``)
 DEFAULT_THRESHOLD = 0.95
 
@@ -290,8 +293,9 @@ class FreeDave:
     calls it once per ``generate`` call) and, each step, replaces the static decision by the longest verified
     chain of drafts plus the static commit of its last state."""
 
-    def __init__(self, draft_steps: int, selector: Any, base: str = "lowconf") -> None:
+    def __init__(self, draft_steps: int, selector: Any, base: str = "lowconf", verify: str = "exact") -> None:
         self.extra = int(draft_steps) - 1
+        self.verify = verify  #: "exact" (the draft is the static next state) or "subset" (the reference's FreeDave++)
         self.selector = selector  #: the static rule (quota or threshold selector), called with explicit static steps
         self.base = base  #: the policy the output reproduces: lowconf (quota drafts) or threshold (one token each)
 
@@ -304,7 +308,8 @@ class FreeDave:
 
     def wrap_cache(self, cache: Any, cache_factory: Any, state: PolicyState, policy: Policy) -> Any:
         if policy.processors or any(m is not self for m in policy.modifiers):
-            added = [k for k in policy.options if k not in ("draft_steps", "base", "threshold", "temperature")]
+            added = [k for k in policy.options
+                     if k not in ("draft_steps", "base", "threshold", "verify", "temperature")]
             raise DllmError(f"freedave cannot be combined with {added[0] if added else 'other pieces'}: its drafts "
                             f"are verified against {self.base}'s static rule, which that option changes")
         check_lossless_cache(cache)
@@ -312,13 +317,16 @@ class FreeDave:
         state.values[KEY].update(drafter=drafter, scorer=policy.scorer)
         return drafter
 
-    @staticmethod
-    def verified(pick: Tensor, draft_tokens: Tensor, commit: Tensor, tokens: Tensor) -> bool:
+    def verified(self, pick: Tensor, draft_tokens: Tensor, commit: Tensor, tokens: Tensor) -> bool:
         """Whether a draft *is* the static state after the chain's current state ``d``: what the draft decided
         beyond ``d`` (``pick`` [W] with ``draft_tokens`` [W]) is the static commit of ``d`` (``commit`` [W] with
-        ``tokens`` [W]), the same positions with the same tokens. (The reference's FreeDave++ accepts a ``pick``
-        that is only a subset of ``commit``; see the module docstring.)"""
-        return torch.equal(pick, commit) and torch.equal(draft_tokens[pick], tokens[pick])
+        ``tokens`` [W]), the same positions with the same tokens. With ``verify="subset"`` (the reference's
+        FreeDave++) a ``pick`` that is only a subset of ``commit``, with the same tokens there, passes too; see
+        the module docstring."""
+        same_tokens = torch.equal(draft_tokens[pick], tokens[pick])
+        if self.verify == "subset":
+            return same_tokens and not bool((pick & ~commit).any())
+        return same_tokens and torch.equal(pick, commit)
 
     def __call__(self, decision: Decision, proposal: Proposal, logits: Tensor, ctx: StepContext,
                  state: PolicyState) -> Decision:
@@ -399,17 +407,23 @@ def _threshold_of_base(base: str, threshold: float | None) -> float | None:
                "drafts of threshold steps)", kind=str, choices=BASES),
         Option("threshold", None, f"confidence threshold of base=threshold (default {DEFAULT_THRESHOLD:g}, the "
                "reference's FreeDave++)", kind=float, low=0, low_open=True, high=1, nullable=True),
+        Option("verify", "exact", "base=threshold: a draft passes when it is the threshold rule's next state "
+               "(exact: threshold's output, lossless) or only a subset of it (subset: the reference's FreeDave++, "
+               "which can leave threshold's output)", kind=str, choices=VERIFY_MODES),
         Option("temperature", 0.0, "sampling temperature: 0 only (greedy; drafts are verified token for token)",
                kind=None, parse=_greedy, allowed="0"),
     ])
-def freedave(draft_steps: int = 4, base: str = "lowconf", threshold: float | None = None,
+def freedave(draft_steps: int = 4, base: str = "lowconf", threshold: float | None = None, verify: str = "exact",
              temperature: float = 0.0) -> Policy:
     tau = _threshold_of_base(base, threshold)
+    if tau is None and verify != "exact":
+        raise DllmError(f"verify={verify!r} applies to base='threshold' only (lowconf drafts are matched exactly)")
     if tau is None:
         quota = QuotaSelector()
         return Policy("freedave", ProbabilityScorer(0.0), StaticStep(quota), modifiers=[FreeDave(draft_steps, quota)],
                       options={"draft_steps": draft_steps, "temperature": 0.0})
     rule = ThresholdSelector(tau)  # the threshold policy's rule (float32 confidences, >= tau, at least one)
     return Policy("freedave", ProbabilityScorer(0.0), StaticStep(rule),
-                  modifiers=[FreeDave(draft_steps, rule, base="threshold")],
-                  options={"draft_steps": draft_steps, "base": base, "threshold": tau, "temperature": 0.0})
+                  modifiers=[FreeDave(draft_steps, rule, base="threshold", verify=verify)],
+                  options={"draft_steps": draft_steps, "base": base, "threshold": tau, "verify": verify,
+                           "temperature": 0.0})
