@@ -307,6 +307,18 @@ def test_threshold_base_takes_several_threshold_steps(draft_steps, expected, nfe
     assert out.cache_stats["draft_rows"] == [draft_rows] and out.cache_stats["draft_accepted"] == [5 - nfe]
 
 
+def _freedave_equals_threshold(model, **kw):
+    """Decode the scripted ``model`` with threshold TAU and with ``freedave base=threshold`` (``kw``): both give
+    tokens 5..10 with threshold's static steps [0, 1, 1, 2, 3, 4] (the SKIP and TRAP scripts). Returns freedave's
+    output and its forward per position."""
+    base, base_steps = run(model, "threshold", threshold=TAU)
+    assert base.tokens.tolist() == [[5, 6, 7, 8, 9, 10]] and base_steps == [[0, 1, 1, 2, 3, 4]]
+    out, steps = run(model, "freedave", base="threshold", threshold=TAU, **kw)
+    assert out.tokens.tolist() == base.tokens.tolist()
+    assert out.cache_stats["static_commit_step"] == base_steps
+    return out, steps
+
+
 #: threshold 0.95: {} -> 0 | {0} -> 1, 2 (both 0.96) | {0, 1, 2} -> 3 (0.97) | -> 4 (0.8, at least one) | -> 5
 SKIP = {
     (0, 0, 0, 0, 0, 0): [(5, 0.97), (6, 0.9), (7, 0.8), (8, 0.7), (9, 0.6), (10, 0.5)],
@@ -324,11 +336,8 @@ def test_threshold_step_of_several_tokens_is_matched_by_a_later_draft():
     # T = {5}. A chain that only tries the next draft (j = best + 1) would stop at the canvas and commit 1, 2 alone
     # ([0, 1, 1, 2, 2, 2]).
     model = ScriptedLM(V, 6, _table_script(SKIP))
-    base, base_steps = run(model, "threshold", threshold=TAU)
-    assert base.tokens.tolist() == [[5, 6, 7, 8, 9, 10]] and base_steps == [[0, 1, 1, 2, 3, 4]]
-    out, steps = run(model, "freedave", base="threshold", threshold=TAU, draft_steps=3)
-    assert out.tokens.tolist() == base.tokens.tolist() and steps == [[0, 1, 1, 1, 2, 2]]
-    assert out.cache_stats["static_commit_step"] == base_steps
+    out, steps = _freedave_equals_threshold(model, draft_steps=3)
+    assert steps == [[0, 1, 1, 1, 2, 2]]
     assert out.seq_nfe == [3] and out.cache_stats["draft_rows"] == [3] and out.cache_stats["draft_accepted"] == [2]
 
 
@@ -348,11 +357,8 @@ def test_a_subset_draft_is_not_accepted():
     # forward 2: drafts +1, +1+3, +1+3+2; T_0 = {1, 2}. No draft equals {0} + T_0, so the step commits 1 and 2
     # only; forward 3 verifies +3 and +3+4 and commits 5 from the last: the threshold rule's tokens and steps.
     model = ScriptedLM(V, 6, _table_script(TRAP))
-    base, base_steps = run(model, "threshold", threshold=TAU)
-    assert base.tokens.tolist() == [[5, 6, 7, 8, 9, 10]] and base_steps == [[0, 1, 1, 2, 3, 4]]
-    out, steps = run(model, "freedave", base="threshold", threshold=TAU)
-    assert out.tokens.tolist() == base.tokens.tolist() and steps == [[0, 1, 1, 2, 2, 2]]
-    assert out.cache_stats["static_commit_step"] == base_steps
+    out, steps = _freedave_equals_threshold(model)
+    assert steps == [[0, 1, 1, 2, 2, 2]]
     assert out.seq_nfe == [3] and out.cache_stats["draft_rows"] == [5] and out.cache_stats["draft_accepted"] == [2]
     # The reference's rule (verify=subset) moves to the largest draft that is a subset of T_0's state: +1 = {0, 1},
     # a state the threshold rule never visits, whose logits commit token 13 at position 2 (threshold: 7)
