@@ -183,10 +183,14 @@ class Entry:
 class Registry:
     """Name -> :class:`Entry` for one kind of plug-in, with lazy discovery of the built-in package."""
 
-    def __init__(self, kind: str, package: str | None = None, plural: str | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None, plural: str | None = None,
+                 also: "Registry | None" = None) -> None:
         self.kind = kind
         self.plural = plural or kind + "s"
         self.package = package
+        #: another registry whose names are accepted where this one's are (presets for policies): an unknown
+        #: name's error lists them too
+        self.also = also
         self._entries: dict[str, Entry] = {}
         self._loaded = package is None
         self._loading = False
@@ -249,7 +253,8 @@ class Registry:
     def get(self, name: str) -> Entry:
         self._load()
         if not isinstance(name, str) or name not in self._entries:
-            raise DllmError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}")
+            more = f" ({self.also.plural}: {', '.join(self.also)})" if self.also is not None and list(self.also) else ""
+            raise DllmError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}{more}")
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:

@@ -144,7 +144,8 @@ def test_ctrl_c_prints_interrupted_and_exits_130(long_ckpt):
 
 IN_PROCESS_ERRORS = [
     pytest.param(["generate", "--threshold", "1.5", "sort:8315="], ["--threshold 1.5", "(0, 1]"], id="threshold-1.5"),
-    pytest.param(["generate", "--policy", "nope", "sort:8315="], ["unknown policy 'nope'", "threshold"], id="policy"),
+    pytest.param(["generate", "--policy", "nope", "sort:8315="], ["unknown policy 'nope'", "threshold", "(presets: turbo)"],
+                 id="policy"),
     pytest.param(["generate", "--cache", "nope", "sort:8315="], ["unknown cache 'nope'", "prefix"], id="cache"),
     pytest.param(["generate", "--gen-length", "0", "sort:8315="], ["--gen-length", "got 0"], id="gen-length-0"),
     pytest.param(["generate", "--option", "foo", "sort:8315="], ["'foo'", "key=value"], id="option-without-="),

@@ -222,7 +222,8 @@ def test_humaneval_end_to_end(ckpt, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (("--bench", "mmlu"), "unknown benchmark 'mmlu'; choose one of: synthetic, gsm8k, humaneval"),
-    (("--bench", "synthetic", "--policy", "threshold,nope"), "unknown policy 'nope'"),
+    (("--bench", "synthetic", "--policy", "threshold,nope"), "unknown policy 'nope'; choose one of: lowconf"),
+    (("--bench", "synthetic", "--policy", "nope"), "(presets: turbo)"),
     (("--bench", "synthetic", "--cache", "huge"), "unknown cache 'huge'"),
     (("--bench", "synthetic", "--cache", "none,"), "--cache 'none,' must be a comma-separated list of names"),
     (("--bench", "synthetic", "--block-schedule", ","), "--block-schedule ',' must be a comma-separated list of names"),

@@ -21,9 +21,9 @@ from dllm.errors import DllmError
 from dllm.registry import Option, Registry
 from dllm.samplers.base import Policy
 
-POLICIES = Registry("policy", "dllm.samplers.policies", plural="policies")
-SCHEDULES = Registry("block schedule", "dllm.samplers.schedules")
 PRESETS = Registry("preset", "dllm.samplers.presets")
+POLICIES = Registry("policy", "dllm.samplers.policies", plural="policies", also=PRESETS)
+SCHEDULES = Registry("block schedule", "dllm.samplers.schedules")
 
 #: the sampling temperature every built-in policy declares
 TEMPERATURE = Option("temperature", 0.0, "sampling temperature (0 = greedy argmax)", kind=float, low=0)
