@@ -307,8 +307,11 @@ def test_cli_help_choice_lists_come_from_the_registries():
     _register()
     group = typer.main.get_command(app)
     helps = {(cmd, p.name): p.help for cmd in ("generate", "eval") for p in group.commands[cmd].params}
-    assert helps[("generate", "policy")].startswith(f"Unmasking policy: {', '.join(dllm.policies())} (")
-    assert helps[("eval", "policy")] == f"Comma-separated policies to compare, from: {', '.join(dllm.policies())}."
+    from dllm.samplers.registry import presets
+
+    names = f"{', '.join(dllm.policies())} (or a preset: {', '.join(presets())})"  # presets are policy names too
+    assert helps[("generate", "policy")].startswith(f"Unmasking policy: {names} (")
+    assert helps[("eval", "policy")] == f"Comma-separated policies to compare, from: {names}."
     for cmd in ("generate", "eval"):
         assert helps[(cmd, "cache")].endswith(f": {', '.join(dllm.caches())}.")
         assert helps[(cmd, "block_schedule")].endswith(f": {', '.join(dllm.block_schedules())}.")

@@ -103,5 +103,7 @@ def choices(kind: str) -> str:
         from dllm.samplers.registry import POLICIES, SCHEDULES
 
         registry = POLICIES if kind == "policy" else SCHEDULES
-    return ", ".join(registry.names())
+    names = ", ".join(registry.names())
+    also = getattr(registry, "also", None)  # presets, taken wherever a policy name is
+    return f"{names} (or a {also.kind}: {', '.join(also.names())})" if also is not None and also.names() else names
 
