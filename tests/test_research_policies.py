@@ -121,8 +121,8 @@ def test_early_commit_fires_all_in():
     steps_ = [_gaps([1, 2, 3, 4, 5, 6]), _gaps([8, 8, 8, 8, 8, 8])]
     model = ScriptedLM.from_steps(V, steps_)
     out, steps = run(model, "lowconf", steps=6, block_length=6, early_commit=True)
-    # step 0: mean gap of the answer positions 0..4 is 3 < 7.5, lowconf commits the most confident (pos 5);
-    # step 1: mean 8 >= 5.0 (progress g/S = 2/6 >= 0.33) -> all-in
+    # step 0: min gap of the answer positions 0..4 is 1 < 7.5 (the reference's mean, 3, too), lowconf commits the
+    # most confident (pos 5); step 1: min 8 >= 5.0 (progress g/S = 2/6 >= 0.33) -> all-in
     assert steps.tolist() == [[1, 1, 1, 1, 1, 0]] and out.seq_nfe == [2]
     assert out.tokens.tolist() == [[10, 11, 12, 13, 14, 15]]
     same, s2 = run(model, "earlycommit", steps=6, block_length=6)

@@ -316,7 +316,7 @@ class DelayedCache(KVStoreCache):
         self.cached = ~key_mask.clone()
 
     def _window_logits(self, canvas, active, block_start, block_end, window):
-        # A revocable policy (WINO) may have set a decided position back to the mask since the last forward: its
+        # A revocable policy (WINO, Saber) may have set a decided position back to the mask since the last forward: its
         # stored K/V belong to the revoked token, so it is fresh again. A no-op for every other policy.
         self.cached &= (canvas != self.model.mask_id) | ~self.key_mask
         return super()._window_logits(canvas, active, block_start, block_end, window)

@@ -75,7 +75,7 @@ class Decision:
     tokens: Tensor  #: [B, W] long (read where ``commit``)
     confidence: Tensor | None = None  #: [B, W] for traces
     finish: Tensor | None = None  #: [B] bool: row is complete, fill its remaining positions with EOS
-    #: [B, W] bool, revocable policies (WINO): positions to set back to the mask token after this step's commits.
+    #: [B, W] bool, revocable policies (WINO, Saber): positions to set back to the mask token after this step's commits.
     #: The engine keeps only positions of the row's current block decided before this step, and drops a row's
     #: remasks for the step when they would leave fewer of its block's positions decided than the row has taken
     #: steps in the block (the loop guard, docs/design.md#remasking)
