@@ -81,6 +81,11 @@ SWEEPS: dict[str, tuple[str | None, tuple[Any, ...]]] = {
     "saber": ("n", (1, 2, 4)),
     "turbo": (None, ()),
 }
+#: extra groups of a policy with some options fixed, each with its own knob: policy -> [(fixed options, knob,
+#: values)]; they are never the policy's default setting (FreeDave++: freedave reproducing threshold decoding)
+VARIANTS: dict[str, list[tuple[dict[str, Any], str, tuple[Any, ...]]]] = {
+    "freedave": [({"base": "threshold"}, "threshold", (0.7, 0.9, 0.95))],
+}
 #: the issue's reference point and target: >= TARGET fewer forwards than threshold 0.9 at <= TOLERANCE points lower
 REFERENCE_POLICY = "threshold"
 TOLERANCE_POINTS = 0.5
@@ -152,6 +157,9 @@ def plan(policies: Sequence[str], caches: Sequence[str], lengths: Any) -> list[P
             for run in plan_runs([policy], {}, list(caches), "fixed", None, False, (knob, list(values))):
                 v = run.options[knob]
                 points.append(Point(run, knob, v, _same(policy, knob, v, default)))
+        for fixed, vknob, vvalues in VARIANTS.get(policy, []):
+            for run in plan_runs([policy], dict(fixed), list(caches), "fixed", None, False, (vknob, list(vvalues))):
+                points.append(Point(run, vknob, run.options[vknob], False))
     points += [Point(r, None, None, False) for r in plan_runs([], {}, list(caches), "fixed", None, False, None,
                                                               replay=True)]
     steps_of = {id(p.run): p.run.lengths for p in points if p.knob == STEPS and not p.run.baseline}
@@ -265,6 +273,7 @@ def format_tables(report: dict, summary: list[dict]) -> str:
         head = f"{100 * d['accuracy']:.1f} / {d['mean_nfe']:.2f}" if d else "-"
         best = f"{b['mean_nfe']:.2f} ({100 * b['accuracy']:.1f}%)" if b else "-"
         meets = ("-" if s["meets_target"] is None else "not a policy" if s["replay"]
+                 else "reference" if s["policy"] == REFERENCE_POLICY  # not a candidate (see verdict)
                  else "yes" if s["meets_target"] else "no")
         aup = (report.get("aup") or {}).get(s["group"])
         lines.append(f"| {s['group']} | {head} | {best} | {b['setting'] if b else '-'} | "

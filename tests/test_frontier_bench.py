@@ -115,6 +115,34 @@ def test_wino_sweep_marks_the_registry_default_and_every_knob_is_declared(fronti
             assert knob in POLICIES.get(name).option_names(), (name, knob)
 
 
+def test_freedave_threshold_variant_is_its_own_group(frontier):
+    """VARIANTS: freedave base=threshold (FreeDave++) is planned as a group of its own, swept over its threshold,
+    never marked as freedave's default; the plain freedave sweep keeps its default point."""
+    from dllm.evals.settings import Lengths
+
+    points = [p for p in frontier.plan(["freedave"], ["none"], Lengths(16, 16, 16)) if p.run.policy == "freedave"]
+    variant = [p for p in points if p.run.options.get("base") == "threshold"]
+    assert [p.value for p in variant] == [0.7, 0.9, 0.95] and not any(p.default for p in variant)
+    assert {p.run.group for p in variant} == {"freedave base=threshold"}
+    plain = [p for p in points if "base" not in p.run.options]
+    assert {p.run.group for p in plain} == {"freedave"} and [p.value for p in plain if p.default] == [4]
+
+
+def test_threshold_group_is_marked_as_the_reference(frontier):
+    """The summary table's target column says "reference" for threshold's own group: the verdict never counts it."""
+    row = {"accuracy": {"correct": 1.0}, "cache": "none", "baseline": False, "swept": True, "knob": "threshold",
+           "tpf": 8.0, "replay": False}
+    rows = [{**row, "policy": "threshold", "group": "threshold", "label": "threshold threshold=0.9", "value": 0.9,
+             "default": True, "mean_nfe": 2.0},
+            {**row, "policy": "threshold", "group": "threshold", "label": "threshold threshold=0.5", "value": 0.5,
+             "default": False, "mean_nfe": 1.0}]
+    summary = frontier.summarize(rows)
+    assert summary[0]["meets_target"] is True  # threshold 0.5 halves the forwards here ...
+    table = frontier.format_tables({"rows": rows, "primary_metric": "correct"}, summary)
+    assert table.splitlines()[-1].split(" | ")[5] == "reference"  # ... yet it is the reference, not a candidate
+    assert "met by no policy" in frontier.verdict(summary)
+
+
 def test_tiny_run_has_replay_point_and_default_markers(frontier, tmp_path, capsys):
     out, js, png = tmp_path / "runs", tmp_path / "f.json", tmp_path / "f.png"
     rc = frontier.main(["--limit", "1", "--policies", "threshold,freedave", "--out", str(out), "--json", str(js),
