@@ -164,7 +164,7 @@ def test_tiny_run_has_replay_point_and_default_markers(frontier, tmp_path, capsy
     assert replays[0]["accuracy"] == base["accuracy"] and 1 <= replays[0]["mean_nfe"] <= base["mean_nfe"] == 16
     assert "| replay (1 tok/step output, fewest forwards) | cache=none" in text
     groups = [s["group"] for s in doc["summary"]]
-    assert groups == ["lowconf", "threshold", "freedave", "replay cache=none"]
+    assert groups == ["lowconf", "threshold", "freedave", "freedave base=threshold", "replay cache=none"]
     assert doc["command"].startswith("python benchmarks/frontier.py --limit 1")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
