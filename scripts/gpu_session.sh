@@ -29,6 +29,11 @@
 #   Smoke test on a CPU machine (scores HumanEval-format only and does not touch dllm/assets): DEVICE=cpu
 #   TRAIN_SECONDS=20 HIDDEN=32 LAYERS=2 HEADS=2 POOL=200 WORKERS=2 BATCH=8 LIMIT=2 NGSM=2000 NHE=1000
 #
+# TASK=frontier (issue #13's target, once the shipped workload model is trained): benchmarks/frontier.py on the
+#   GSM8K- and HumanEval-format test sets with the dual cache, every policy swept, LIMIT examples each (default 100),
+#   each bench under FRONTIER_SECONDS (default 270) -> frontier.tgz (JSON reports, tables, plots). POLICIES narrows
+#   the list. CPU smoke test: DEVICE=cpu LIMIT=1 POLICIES=threshold FRONTIER_SECONDS=120
+#
 # TASK=train: time the kernels, then train four tiny variants side by side (SET=llada|dream) -> A.tgz..D.tgz
 #   (E.tgz..H.tgz). On a CPU machine, DEVICE=cpu TRAIN_SECONDS=20 runs it as a smoke test.
 set -u
@@ -129,6 +134,21 @@ if [ "${TASK:-e2e}" = workload ]; then
   rm -f "$run/train_state.pt"; rm -rf "$run/last"
   tar czf "$OUT/workload.tgz" -C "$OUT" workload-llada workload_train.txt workload_eval.txt
   rm -rf "$run" "$OUT/eval"
+  ls -la "$OUT"
+  exit 0
+fi
+
+if [ "${TASK:-e2e}" = frontier ]; then
+  DEVICE=${DEVICE:-cuda}; mkdir -p "$OUT/frontier"
+  for bench in gsm8k humaneval; do
+    timeout "${FRONTIER_SECONDS:-270}" $PY benchmarks/frontier.py --bench "$bench" --cache dual --device "$DEVICE" \
+        --limit "${LIMIT:-100}" --batch-size "${FBATCH:-32}" ${POLICIES:+--policies "$POLICIES"} \
+        --out "$OUT/frontier/$bench" --json "$OUT/frontier/$bench.json" --png "$OUT/frontier/$bench.png" \
+        2>&1 | grep -v "^\[" | tee "$OUT/frontier/$bench.txt"
+    echo "frontier $bench rc ${PIPESTATUS[0]}" | tee -a "$OUT/frontier/status.txt"
+  done
+  tar czf "$OUT/frontier.tgz" -C "$OUT/frontier" --exclude="gsm8k" --exclude="humaneval" .
+  rm -rf "$OUT/frontier"
   ls -la "$OUT"
   exit 0
 fi
