@@ -136,6 +136,12 @@ class Policy:
         return [*self.processors, self.scorer, self.selector, *self.modifiers]
 
     def init_state(self, batch_size: int, device: torch.device) -> PolicyState:
+        """A fresh state for one ``generate`` call. A piece may first refuse the policy it sits in
+        (``check_policy(policy)``, a one-line ``DllmError``: e.g. a revocable rule beside a modifier it would
+        undo); the policy still builds, the call does not start."""
+        for piece in self.pieces():
+            if hasattr(piece, "check_policy"):
+                piece.check_policy(self)
         state = PolicyState(batch_size, device)
         for piece in self.pieces():
             if hasattr(piece, "init_state"):

@@ -14,7 +14,7 @@ before the policy runs, and per-block state (credit) resets when a row opens a b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from dllm.errors import DllmError, check_choice
 from dllm.registry import Option
@@ -71,6 +71,16 @@ def early_commit_modifier(early_commit_thresholds: Any = None, answer_region: An
     modifier = EarlyCommit(opts["early_commit_thresholds"], opts["answer_region"], opts["early_commit_gap"],
                            opts["early_commit_scope"], opts["early_commit_progress"])
     return modifier, opts
+
+
+def refuse_modifiers(name: str, policy: Policy, refused: Sequence[tuple[type, str, str]],
+                     own_options: Sequence[str]) -> None:
+    """For a piece's ``check_policy``: one error line for the first ``(piece type, option, why)`` of ``refused``
+    that has a modifier in ``policy`` (policy ``name`` runs with ``own_options`` only)."""
+    for piece, option, why in refused:
+        if any(isinstance(m, piece) for m in policy.modifiers):
+            raise DllmError(f"{name} cannot be combined with {option}: {why}; {name} runs with its own options only "
+                            f"({', '.join(own_options)})")
 
 
 def _parse_eotp(value: Any) -> str | None:

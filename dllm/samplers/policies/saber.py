@@ -76,10 +76,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dllm.errors import DllmError
 from dllm.registry import Option
 from dllm.samplers.base import Decision, Policy, PolicyState, Proposal, StepContext
 from dllm.samplers.eotp import EndOfTextPrediction
+from dllm.samplers.policies.common import refuse_modifiers
 from dllm.samplers.prophet import EarlyCommit
 from dllm.samplers.registry import POLICIES, TEMPERATURE
 from dllm.samplers.scoring import ProbabilityScorer
@@ -88,7 +88,7 @@ from dllm.samplers.selectors import top_k_mask
 KEY = "saber"
 #: the options ``saber`` runs with (the common ``early_commit`` and ``eotp`` groups are refused)
 OWN_OPTIONS = ("n", "mu", "temperature")
-#: (piece, its option, why): refused by ``SaberPolicy.init_state``
+#: (piece, its option, why): refused by ``Backtrack.check_policy``
 REFUSED_PIECES = ((EarlyCommit, "early_commit", "its all-in would recommit what the backtrack took back"),
                   (EndOfTextPrediction, "eotp", "the backtrack could revoke the end tokens EoTP committed"))
 
@@ -140,6 +140,9 @@ class Backtrack:
     def __init__(self, n: int, mu: int) -> None:
         self.n, self.mu = int(n), int(mu)
 
+    def check_policy(self, policy: Policy) -> None:
+        refuse_modifiers("saber", policy, REFUSED_PIECES, OWN_OPTIONS)
+
     def count(self, committed: Tensor) -> Tensor:
         """[B] remasks after ``committed`` [B] commits: ``min(max(floor(n/2), ceil(fix/mu)), fix - 1)``,
         ``fix = max(n, committed)``."""
@@ -174,17 +177,6 @@ class Backtrack:
         return decision
 
 
-class SaberPolicy(Policy):
-    """A ``Policy`` that refuses, when a call starts, the common pieces the backtrack cannot run beside."""
-
-    def init_state(self, batch_size: int, device: torch.device) -> PolicyState:
-        for piece, name, why in REFUSED_PIECES:
-            if any(isinstance(m, piece) for m in self.modifiers):
-                raise DllmError(f"saber cannot be combined with {name}: {why}; saber runs with its own options only "
-                                f"({', '.join(OWN_OPTIONS)})")
-        return super().init_state(batch_size, device)
-
-
 @POLICIES.register(
     "saber", "Saber: commit above the mean confidence of earlier commits (the top n when fewer pass), then remask "
              "the commits whose confidence fell most since the last step (revocable)",
@@ -196,5 +188,5 @@ class SaberPolicy(Policy):
         TEMPERATURE,
     ])
 def saber(n: int = 1, mu: int = 8, temperature: float = 0.0) -> Policy:
-    return SaberPolicy("saber", ProbabilityScorer(temperature), AdaptiveThreshold(n), modifiers=[Backtrack(n, mu)],
+    return Policy("saber", ProbabilityScorer(temperature), AdaptiveThreshold(n), modifiers=[Backtrack(n, mu)],
                        options={"n": n, "mu": mu, "temperature": temperature})

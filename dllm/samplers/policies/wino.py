@@ -85,6 +85,7 @@ from dllm.errors import DllmError
 from dllm.registry import Option
 from dllm.samplers.base import Decision, Policy, PolicyState, Proposal, StepContext
 from dllm.samplers.eotp import EndOfTextPrediction
+from dllm.samplers.policies.common import refuse_modifiers
 from dllm.samplers.prophet import EarlyCommit
 from dllm.samplers.registry import POLICIES, TEMPERATURE
 from dllm.samplers.scoring import ProbabilityScorer
@@ -93,9 +94,10 @@ from dllm.samplers.selectors import most_confident, top_k_mask
 KEY = "wino"
 #: the options ``wino`` runs with (the common ``early_commit`` and ``eotp`` groups are refused)
 OWN_OPTIONS = ("threshold", "threshold_back", "accept_share", "accept_min", "accept_max", "temperature")
-#: (piece, its option, what narrow-out would undo): refused by ``NarrowOut.wrap_cache``
-REFUSED_PIECES = ((EarlyCommit, "early_commit", "part of Prophet's all-in commit in the same step"),
-                  (EndOfTextPrediction, "eotp", "the end tokens EoTP committed"))
+#: (piece, its option, what narrow-out would undo): refused by ``NarrowOut.check_policy``
+REFUSED_PIECES = ((EarlyCommit, "early_commit", "narrow-out could remask part of Prophet's all-in commit in the same "
+                                                "step"),
+                  (EndOfTextPrediction, "eotp", "narrow-out could remask the end tokens EoTP committed"))
 #: ``last_accept`` at a block's first step (the reference's initial value)
 FIRST_LAST_ACCEPT = 30
 
@@ -236,11 +238,10 @@ class NarrowOut:
         st["last_accept"] = torch.where(rows, torch.full_like(st["last_accept"], FIRST_LAST_ACCEPT),
                                         st["last_accept"])
 
+    def check_policy(self, policy: Policy) -> None:
+        refuse_modifiers("wino", policy, REFUSED_PIECES, OWN_OPTIONS)
+
     def wrap_cache(self, cache: Any, cache_factory: Any, state: PolicyState, policy: Policy) -> Any:
-        for piece, name, why in REFUSED_PIECES:
-            if any(isinstance(m, piece) for m in policy.modifiers):
-                raise DllmError(f"wino cannot be combined with {name}: narrow-out could remask {why}; wino runs with "
-                                f"its own options only ({', '.join(OWN_OPTIONS)})")
         check_model_and_cache(cache)
         state.values[KEY]["verifier"] = verifier = ShadowVerifier(cache)
         return verifier
