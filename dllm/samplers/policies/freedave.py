@@ -306,12 +306,14 @@ class FreeDave:
         st = state.values[KEY]
         st["ahead"] = torch.where(rows, torch.zeros_like(st["ahead"]), st["ahead"])
 
-    def wrap_cache(self, cache: Any, cache_factory: Any, state: PolicyState, policy: Policy) -> Any:
+    def check_policy(self, policy: Policy) -> None:
         if policy.processors or any(m is not self for m in policy.modifiers):
             added = [k for k in policy.options
                      if k not in ("draft_steps", "base", "threshold", "verify", "temperature")]
             raise DllmError(f"freedave cannot be combined with {added[0] if added else 'other pieces'}: its drafts "
                             f"are verified against {self.base}'s static rule, which that option changes")
+
+    def wrap_cache(self, cache: Any, cache_factory: Any, state: PolicyState, policy: Policy) -> Any:
         check_lossless_cache(cache)
         drafter = Drafter(cache, cache_factory, self.extra, single=self.base == "threshold")
         state.values[KEY].update(drafter=drafter, scorer=policy.scorer)
