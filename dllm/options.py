@@ -137,14 +137,16 @@ def route_options(policy: str | Policy, cache: str, block_schedule: Any, options
     return RoutedOptions(**parts, names=(policy, cache, block_schedule))
 
 
-def check_option_values(policy: str | Policy, cache: str, block_schedule: Any, options: Mapping[str, Any]) -> None:
+def check_option_values(policy: str | Policy, cache: str, block_schedule: Any, options: Mapping[str, Any]
+                        ) -> RoutedOptions:
     """Route ``options`` and check every value against its declaration, without building anything (for
-    validating a whole run before any model work)."""
+    validating a whole run before any model work). Returns the routed options."""
     routed = route_options(policy, cache, block_schedule, options)
     table = option_table(*routed.names)
     for key, value in routed.merged().items():
         if value is not None:
             table[key][1].check(value)
+    return routed
 
 
 def check_configuration(policy: str | Policy, cache: str, block_schedule: Any, options: Mapping[str, Any]
@@ -152,8 +154,7 @@ def check_configuration(policy: str | Policy, cache: str, block_schedule: Any, o
     """Everything about a decoding configuration that needs no model and no lengths: the names of its pieces, the
     option names and values (their declarations), and the policy's rules across options (by building it). The
     CLI runs it before loading a checkpoint. Returns the routed options."""
-    check_option_values(policy, cache, block_schedule, options)
-    routed = route_options(policy, cache, block_schedule, options)
+    routed = check_option_values(policy, cache, block_schedule, options)
     make_policy(routed.names[0], **routed.policy)
     return routed
 

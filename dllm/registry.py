@@ -253,7 +253,8 @@ class Registry:
     def get(self, name: str) -> Entry:
         self._load()
         if not isinstance(name, str) or name not in self._entries:
-            more = f" ({self.also.plural}: {', '.join(self.also)})" if self.also is not None and list(self.also) else ""
+            others = list(self.also) if self.also is not None else []
+            more = f" ({self.also.plural}: {', '.join(others)})" if others else ""
             raise DllmError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}{more}")
         return self._entries[name]
 

@@ -105,5 +105,6 @@ def choices(kind: str) -> str:
         registry = POLICIES if kind == "policy" else SCHEDULES
     names = ", ".join(registry.names())
     also = getattr(registry, "also", None)  # presets, taken wherever a policy name is
-    return f"{names} (or a {also.kind}: {', '.join(also.names())})" if also is not None and also.names() else names
+    others = also.names() if also is not None else []
+    return f"{names} (or a {also.kind}: {', '.join(others)})" if others else names
 
