@@ -36,6 +36,14 @@ def llada_quota(mask_count: Tensor, steps: Tensor, step: Tensor) -> Tensor:
     return torch.where(step < steps, base + (step < rem).long(), torch.zeros_like(base))
 
 
+def llada_quota_total(mask_count: Tensor, steps: Tensor, step: Tensor) -> Tensor:
+    """``llada_quota`` summed over steps ``0 .. step`` (all ``m`` from the last step on):
+    ``(i + 1) (m // S) + min(i + 1, m % S)`` with ``i = min(step, S - 1)``."""
+    steps = steps.clamp(min=1)
+    done = torch.minimum(step, steps - 1) + 1
+    return done * (mask_count // steps) + torch.minimum(done, mask_count % steps)
+
+
 class QuotaSelector:
     """Fixed transfer schedule of LLaDA's ``generate``: commit the top-``quota[step]`` positions per row."""
 

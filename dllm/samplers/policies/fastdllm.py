@@ -34,7 +34,7 @@ from dllm.registry import Option
 from dllm.samplers.base import Policy, PolicyState, Proposal, Selector, StepContext
 from dllm.samplers.registry import POLICIES, TEMPERATURE, THRESHOLD
 from dllm.samplers.scoring import SCORE_DTYPE, ProbabilityScorer, score_threshold
-from dllm.samplers.selectors import FactorSelector, ThresholdSelector, top_k_mask
+from dllm.samplers.selectors import FactorSelector, ThresholdSelector, llada_quota_total, top_k_mask
 
 CAPS = ("off", "quota")
 
@@ -53,10 +53,8 @@ class QuotaCappedThresholdSelector:
     def __call__(self, proposal: Proposal, ctx: StepContext, state: PolicyState) -> Tensor:
         from dllm.kernels import threshold_commit
 
-        m, steps = ctx.block_mask_count, ctx.block_steps.clamp(min=1)
-        last = torch.minimum(ctx.step, steps - 1)
-        # Q(i) = sum of llada_quota(m, S, j) for j <= i = (i + 1) * (m // S) + min(i + 1, m % S)
-        scheduled = (last + 1) * (m // steps) + torch.minimum(last + 1, m % steps)
+        m = ctx.block_mask_count
+        scheduled = llada_quota_total(m, ctx.block_steps, ctx.step)  # Q(i)
         committed = m - ctx.candidates.sum(-1)
         cap = (scheduled - committed).clamp(min=1)
         return threshold_commit(proposal.confidence, ctx.candidates, self.threshold) & top_k_mask(
