@@ -231,7 +231,7 @@ class Drafter(ManagerWrapper):
         cand = self.next_candidates & ok[:, None]
         added = torch.zeros_like(cand)
         live = ok.clone()
-        made: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+        made: list[tuple[int, Tensor, Tensor, Tensor]] = []  #: (j, rows, added, candidates) per drafted step
         for j in range(1, d + 1):
             quota = (torch.ones_like(self.mask_count) if self.single
                      else llada_quota(self.mask_count, self.block_steps, self.static_step + (j - 1)))
