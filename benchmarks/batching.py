@@ -52,11 +52,11 @@ def workloads(model: Any, n_per_family: int, which: str) -> dict[str, list[list[
     """Prompt ids of the synthetic test split: ``grouped`` (benchmark order) and/or ``mixed`` (families
     interleaved)."""
     import dllm
-    from dllm.evals.synthetic import FAMILIES, load_split
+    from dllm.evals.synthetic import interleave_families, load_split
 
     examples = load_split("test", n_per_family=n_per_family)
     grouped = [dllm.encode_prompt(model, ex.prompt, chat=False) for ex in examples]
-    mixed = [grouped[f * n_per_family + k] for k in range(n_per_family) for f in range(len(FAMILIES))]
+    mixed = interleave_families(grouped, n_per_family)
     out = {"mixed": mixed, "grouped": grouped}
     return out if which == "both" else {which: out[which]}
 

@@ -42,10 +42,10 @@ SHOWN = 10  #: differing prompt indices listed per cell
 def interleaved_prompts(model: Any, n_per_family: int) -> list[list[int]]:
     """Synthetic test prompts, one family after another within each index (copy-0, reverse-0, ..., copy-1, ...)."""
     import dllm
-    from dllm.evals.synthetic import FAMILIES, load_split
+    from dllm.evals.synthetic import interleave_families, load_split
 
     grouped = [dllm.encode_prompt(model, ex.prompt, chat=False) for ex in load_split("test", n_per_family=n_per_family)]
-    return [grouped[f * n_per_family + k] for k in range(n_per_family) for f in range(len(FAMILIES))]
+    return interleave_families(grouped, n_per_family)
 
 
 def differing(a: Any, b: Any) -> list[int]:

@@ -16,6 +16,7 @@ from dllm.evals.synthetic import (
     TEST_POOL_SIZE,
     SyntheticExample,
     generate_examples,
+    interleave_families,
     load_split,
     prompt_family,
     score,
@@ -164,3 +165,12 @@ def test_prompt_family_recognises_every_generated_prompt_and_nothing_else() -> N
     assert [prompt_family(p) for p in PROMPT_EXAMPLES] == ["add", "copy", "reverse", "sort", "shuffle", "gsm-mini"]
     for other in ("12+34=", "add:12+34", "copy:AB=", "sort:a1=", "hello", "", "Q: hi A:", "add:1+2=3"):
         assert prompt_family(other) is None, other
+
+
+def test_interleave_families_is_round_robin() -> None:
+    examples = load_split("test", n_per_family=3)
+    mixed = interleave_families(examples, 3)
+    assert [ex.family for ex in mixed[:len(FAMILIES)]] == list(FAMILIES)  # the first of every family, in order
+    assert [ex.id for ex in mixed[len(FAMILIES)::len(FAMILIES)]] == [examples[1].id, examples[2].id]  # copy-1, copy-2
+    assert sorted(ex.id for ex in mixed) == sorted(ex.id for ex in examples)
+    assert interleave_families([], 0) == []

@@ -41,8 +41,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dllm.errors import DllmError, check_choice
 
@@ -55,6 +56,8 @@ TEST_POOL_SIZE: int = 1000
 """Test prompts per family that the train split excludes; also the largest allowed test split."""
 EOS_MARKERS: tuple[str, ...] = ("<|eos|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>", "</s>", "<|pad|>")
 """End-of-text markers at which ``score`` cuts a completion (ours plus common LLaDA/Dream/Llama ones)."""
+
+T = TypeVar("T")
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -242,6 +245,13 @@ def load_split(
         else:
             out.extend(_train_examples(fam, n_per_family, seed))
     return out
+
+
+def interleave_families(items: Sequence[T], n_per_family: int) -> list[T]:
+    """``items`` in ``load_split``'s order (one family after another, ``n_per_family`` each: examples or their
+    prompt ids) round-robin over the families instead: the first of every family, then the second, ..."""
+    families = len(items) // n_per_family if n_per_family else 0
+    return [items[f * n_per_family + k] for k in range(n_per_family) for f in range(families)]
 
 
 def _cut_at_eos(completion: str) -> str:
