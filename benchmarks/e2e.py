@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import resource
 import statistics
@@ -59,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from dllm.errors import DllmError  # noqa: E402
+from dllm.kernels.dispatch import using_kernels  # noqa: E402
 
 #: spec-sheet peak memory bandwidth in GB/s; the longest key contained in the device name wins
 BANDWIDTH_GBS = {
@@ -213,19 +213,6 @@ class Row:
     calls: list[float] = field(default_factory=list)
 
 
-@contextmanager
-def kernel_mode(mode: str) -> Iterator[None]:
-    old = os.environ.get("DLLM_KERNELS")
-    os.environ["DLLM_KERNELS"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("DLLM_KERNELS", None)
-        else:
-            os.environ["DLLM_KERNELS"] = old
-
-
 def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -240,7 +227,7 @@ def measure(model: Any, name: str, prompts: list[list[int]], cache: str, kernels
     device = model.device
     gen = dict(policy="lowconf", cache=cache, gen_length=args.gen_length, block_length=args.block_length,
                steps=args.steps, stop_at_eos=False, compile=compile_mode)
-    with kernel_mode(kernels), timer.active():
+    with using_kernels(kernels), timer.active():
         dllm.generate(model, prompts, **gen)
         timer.take()
         if device.type == "cuda":

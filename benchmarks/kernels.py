@@ -28,6 +28,7 @@ if not ON_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are decorated: before the import
 
 from dllm import kernels as K  # noqa: E402
+from dllm.kernels.dispatch import using_kernels  # noqa: E402
 
 
 def _max_diff(a: object, b: object) -> float:
@@ -88,11 +89,8 @@ def _cases(device: str) -> list[tuple[str, str, Callable[[], object], Callable[[
         cand = torch.rand(b, 32, generator=g, device=device) < 0.6
 
         def step(mode: str, x: torch.Tensor = block, c: torch.Tensor = cand) -> object:
-            os.environ["DLLM_KERNELS"] = mode
-            try:
+            with using_kernels(mode):
                 return K.fused_threshold_step(x, c, 0.9)
-            finally:
-                os.environ.pop("DLLM_KERNELS")
 
         cases.append(("fused_threshold_step", f"B={b} W=32 V={vocab} bf16 (strided slice)",
                       lambda s=step: s("torch"), lambda s=step: s("triton")))

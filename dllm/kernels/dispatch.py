@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -46,6 +48,22 @@ def kernel_mode() -> str:
     mode = os.environ.get("DLLM_KERNELS", "").strip().lower() or "auto"
     check_choice("DLLM_KERNELS", mode, KERNEL_MODES)
     return mode
+
+
+@contextmanager
+def using_kernels(mode: str) -> Iterator[None]:
+    """Run the enclosed code with ``DLLM_KERNELS=mode`` (``auto``, ``torch`` or ``triton``), then restore the
+    variable as it was (benchmarks timing one path against the other)."""
+    check_choice("DLLM_KERNELS", mode, KERNEL_MODES)
+    old = os.environ.get("DLLM_KERNELS")
+    os.environ["DLLM_KERNELS"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DLLM_KERNELS", None)
+        else:
+            os.environ["DLLM_KERNELS"] = old
 
 
 def use_triton(*tensors: torch.Tensor) -> bool:
