@@ -250,12 +250,10 @@ def _setting(row: dict) -> str:
     return f"{row['knob']}={row['value']}" + (" (baseline)" if row["baseline"] else "")
 
 
-def _num(x: float | None, fmt: str) -> str:
-    return "-" if x is None else fmt.format(x)
-
-
 def format_tables(report: dict, summary: list[dict]) -> str:
     """Markdown: every point (accuracy, NFE, TPF, default marked), then one summary line per policy."""
+    from dllm.evals.report import format_number as _num
+
     primary = report["primary_metric"]
     lines = ["| policy | setting | acc % | NFE | TPF |", "|---|---|---|---|---|"]
     for r in report["rows"]:

@@ -106,7 +106,8 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _num(x: float | None, fmt: str = "{:.2f}") -> str:
+def format_number(x: float | None, fmt: str = "{:.2f}") -> str:
+    """``x`` formatted with ``fmt``, ``-`` for None (a missing table cell)."""
     return "-" if x is None else fmt.format(x)
 
 
@@ -229,9 +230,10 @@ def print_report(report: dict[str, Any]) -> None:
     for r in rows:
         cells = [_pct(r["accuracy"].get(key)) for _header, key in bench_obj.columns]
         cells += [_pct(fn(r)) for _header, fn in extra]
-        cells += [_num(r["mean_nfe"], "{:.1f}"), _num(r["tpf"]), _num(r["tokens_per_s"], "{:.1f}"),
-                  _num(r["mean_latency_s"], "{:.3f}"), _num(r["speedup_nfe"], "{:.2f}x"),
-                  _num(r["speedup_time"], "{:.2f}x") + _interval(r.get("speedup_time_interval"))]
+        cells += [format_number(r["mean_nfe"], "{:.1f}"), format_number(r["tpf"]),
+                  format_number(r["tokens_per_s"], "{:.1f}"), format_number(r["mean_latency_s"], "{:.3f}"),
+                  format_number(r["speedup_nfe"], "{:.2f}x"),
+                  format_number(r["speedup_time"], "{:.2f}x") + _interval(r.get("speedup_time_interval"))]
         table.add_row(r["label"], *cells, style="dim" if r["baseline"] else "italic" if r.get("replay") else None)
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
@@ -303,4 +305,5 @@ def plot_frontier(report: dict[str, Any], path: str) -> Any:
     return fig
 
 
-__all__ = ["BASELINE_POLICY", "REPLAY_LABEL", "assign_lengths", "build_report", "ratio_interval", "plan_runs", "plot_frontier", "print_report"]
+__all__ = ["BASELINE_POLICY", "REPLAY_LABEL", "assign_lengths", "build_report", "format_number", "ratio_interval",
+           "plan_runs", "plot_frontier", "print_report"]
